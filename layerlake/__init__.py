@@ -1,0 +1,18 @@
+"""layerlake: an offline activation data lake for transformer models.
+
+Ingest once (hidden states, per-token losses, Jacobian sketches into Zarr +
+Parquet), then query with DuckDB SQL, Polars and representation metrics with no
+model loaded.
+"""
+
+from .errors import (FormatVersionError, IntegrityError, LayerlakeError, ModelLoadError, NotFoundError,
+                     OverflowToInfError, ReadOnlyError, SpecError)
+from .lake import Lake
+from .progress import set_progress
+from .store.specs import CaptureSpec, JacobianSketch
+
+__version__ = "0.1.0"
+
+__all__ = ["Lake", "CaptureSpec", "JacobianSketch", "set_progress", "LayerlakeError", "SpecError", "NotFoundError",
+           "FormatVersionError", "IntegrityError", "OverflowToInfError", "ReadOnlyError", "ModelLoadError",
+           "__version__"]

@@ -1,0 +1,278 @@
+"""The ingest job: corpus -> model -> shards, with reuse and resume.
+
+1. read the corpus (fails fast on bad input, before any model is loaded);
+2. load and fingerprint the model; the extraction id is a hash of the
+   fingerprint and the capture identity;
+3. find what committed shards already hold (per document and layer) and plan
+   only the rest (an identical request computes nothing);
+4. forward batches in plan order; a writer thread commits shards meanwhile;
+5. when everything is committed, record the dataset's documents and link it to
+   the extraction (the last step: a failed ingest leaves datasets unchanged).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from ..errors import SpecError
+from ..progress import track
+from ..store import CaptureSpec, JacobianSketch, LakeStore, check_dataset_name, extraction_id, parse_layers
+from .batching import Batch, model_max_length, plan_batches, tokenize_documents
+from .capture import forward_batch
+from .models import LoadedModel, load_model
+from .sources import Corpus, load_corpus
+from .writer import ShardWriter
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class IngestResult:
+    """What an ingest did; ``computed_docs == 0`` means everything was reused."""
+
+    extraction_id: str
+    dataset: str
+    model: str
+    n_docs: int
+    computed_docs: int
+    reused_docs: int
+    skipped_empty: int
+    duplicates: int
+    truncated_docs: int
+    computed_tokens: int
+    layers: list[int]
+    shards_written: int
+    bytes_written: int
+    seconds: float
+
+    @property
+    def nothing_computed(self) -> bool:
+        return self.computed_docs == 0
+
+    def summary(self) -> str:
+        if self.nothing_computed:
+            return (f"nothing to compute: all {self.n_docs} documents of dataset {self.dataset!r} are already in "
+                    f"extraction {self.extraction_id} ({self.model})")
+        rate = self.computed_tokens / max(self.seconds, 1e-9)
+        return (f"ingested {self.computed_docs} documents ({self.computed_tokens:,} tokens, {rate:,.0f} tok/s) "
+                f"into extraction {self.extraction_id} ({self.model}); reused {self.reused_docs}; "
+                f"{self.shards_written} shard(s), {self.bytes_written / 1e6:,.1f} MB; dataset {self.dataset!r} "
+                f"has {self.n_docs} documents"
+                + (f"; skipped {self.skipped_empty} empty" if self.skipped_empty else "")
+                + (f"; {self.duplicates} duplicate text(s) kept once" if self.duplicates else "")
+                + (f"; {self.truncated_docs} truncated to max_length" if self.truncated_docs else ""))
+
+
+def default_dataset_name(data: Any) -> str:
+    if isinstance(data, (str, os.PathLike)):
+        stem = Path(data).stem if Path(data).suffix else Path(data).name
+        cleaned = "".join(c if c.isalnum() or c in "._-" else "_" for c in stem).strip("._-")
+        return cleaned or "default"
+    return "default"
+
+
+def resolve_layers(requested: Any, n_layers: int, what: str) -> list[int]:
+    layers = parse_layers(requested)
+    if layers == "all":
+        return list(range(n_layers + 1))
+    bad = [l for l in layers if l > n_layers]
+    if bad:
+        raise SpecError(f"--layers {','.join(map(str, bad))} out of range for {what}: valid layers are 0..{n_layers} "
+                        "(0 = embeddings)")
+    return list(layers)
+
+
+def ingest(store: LakeStore, model: Any, data: Any, *, dataset: str | None = None, text_column: str = "text",
+           layers: Any = "all", max_length: int | None = None, overflow: str = "truncate", stride: int = 0,
+           dtype: str = "float16", device: str = "auto", jacobian: JacobianSketch | None = None,
+           executor: str = "local", batch_tokens: int | None = None, shard_bytes: int = 256 << 20,
+           tokenizer: Any = None, gguf_file: str | None = None, revision: str | None = None,
+           model_dtype: str | None = None, attn_implementation: str | None = None,
+           model_name: str | None = None, progress: bool | None = None,
+           executor_options: dict[str, Any] | None = None) -> IngestResult:
+    """Ingest ``data`` with ``model`` into the lake; see :meth:`layerlake.Lake.ingest`."""
+    t0 = time.monotonic()
+    store.fs.check_writable()
+    dataset = dataset or default_dataset_name(data)
+    check_dataset_name(dataset)
+    spec0 = CaptureSpec(layers=layers, max_length=max_length, overflow=overflow, stride=stride, dtype=dtype,
+                        jacobian=jacobian)
+    if executor not in ("local", "ray"):
+        raise SpecError(f"executor={executor!r} must be 'local' or 'ray'")
+    corpus = load_corpus(data, text_column=text_column)
+    lm = load_model(model, tokenizer=tokenizer, gguf_file=gguf_file, revision=revision, device=device,
+                    torch_dtype=model_dtype, attn_implementation=attn_implementation, model_name=model_name)
+    layer_list = resolve_layers(spec0.layers, lm.n_layers, f"model {lm.ref} ({lm.n_layers} blocks)")
+    resolved_max = spec0.max_length or model_max_length(lm.model, lm.tokenizer)
+    spec = spec0.replace(max_length=resolved_max)
+    eid = extraction_id(lm.fingerprint, spec.identity())
+    store.create_extraction(eid, {
+        "model": lm.info, "capture": spec.identity(), "d_model": lm.d_model, "n_layers": lm.n_layers,
+        "is_causal": lm.is_causal, "dtype": spec.dtype, "tokenizer_class": type(lm.tokenizer).__name__,
+    })
+    store.add_alias(eid, lm.ref)
+
+    plan = plan_work(store, eid, corpus, layer_list)
+    computed = {h for g in plan.values() for h in g}
+    reused = len(corpus.documents) - len(computed)
+    if executor == "ray" and computed:
+        from .executors import run_ray  # imported lazily: ray is optional
+        stats = run_ray(store, eid, lm, corpus, plan, spec, batch_tokens=batch_tokens, shard_bytes=shard_bytes,
+                        progress=progress, options=executor_options or {},
+                        load_kwargs=dict(model=model, tokenizer=tokenizer, gguf_file=gguf_file, revision=revision,
+                                         model_dtype=model_dtype, attn_implementation=attn_implementation,
+                                         model_name=model_name))
+    else:
+        stats = run_local(store, eid, lm, corpus, plan, spec, batch_tokens=batch_tokens, shard_bytes=shard_bytes,
+                          progress=progress)
+    table = dataset_table(corpus)
+    store.write_dataset(dataset, table)
+    store.link_dataset(dataset, eid, {"model": lm.ref, "layers": sorted(set(layer_list)),
+                                      "capture": spec.to_dict(), "n_docs": len(corpus.documents)})
+    result = IngestResult(
+        extraction_id=eid, dataset=dataset, model=lm.ref, n_docs=len(corpus.documents),
+        computed_docs=len(computed), reused_docs=reused,
+        skipped_empty=corpus.n_empty, duplicates=corpus.n_duplicates, truncated_docs=stats["truncated"],
+        computed_tokens=stats["tokens"], layers=layer_list, shards_written=stats["shards"],
+        bytes_written=stats["bytes"], seconds=time.monotonic() - t0)
+    log.info(result.summary())
+    return result
+
+
+def plan_work(store: LakeStore, eid: str, corpus: Corpus, layers: list[int]) -> dict[tuple[int, ...], list[str]]:
+    """Missing (document, layer) pairs grouped by the exact set of missing layers."""
+    index = store.doc_index(eid)
+    have: dict[str, set[int]] = {}
+    if index.num_rows:
+        for h, ls in zip(index.column("doc_hash").to_pylist(), index.column("layers").to_pylist()):
+            have.setdefault(h, set()).update(ls)
+    want = set(layers)
+    groups: dict[tuple[int, ...], list[str]] = {}
+    for d in corpus.documents:
+        missing = want - have.get(d.doc_hash, set())
+        if missing:
+            groups.setdefault(tuple(sorted(missing)), []).append(d.doc_hash)
+    return groups
+
+
+def make_batches(lm: LoadedModel, corpus: Corpus, hashes: Sequence[str], spec: CaptureSpec,
+                 batch_tokens: int | None) -> tuple[list[Batch], dict[int, int], int]:
+    order = {d.doc_hash: i for i, d in enumerate(corpus.documents)}
+    todo = sorted(hashes, key=order.__getitem__)
+    docs = [corpus.documents[order[h]] for h in todo]
+    windows, n_trunc = tokenize_documents(lm.tokenizer, docs, spec, orders=[order[h] for h in todo])
+    budget = batch_tokens or (32768 if lm.device.type == "cuda" else 4096)
+    budget = max(budget, max((w.n_tokens for w in windows), default=1))
+    per_doc: dict[int, int] = {}
+    for w in windows:
+        per_doc[w.doc_order] = per_doc.get(w.doc_order, 0) + 1
+    return plan_batches(windows, budget), per_doc, n_trunc
+
+
+def token_text_table(tokenizer: Any) -> Callable[[np.ndarray], list[str]]:
+    """Decoded text of each token id, computed once per tokenizer."""
+    cache: dict[str, np.ndarray] = {}
+
+    def lookup(ids: np.ndarray) -> list[str]:
+        if "t" not in cache:
+            size = max(len(tokenizer), int(ids.max()) + 1 if ids.size else 0)
+            pieces = tokenizer.batch_decode([[i] for i in range(size)], skip_special_tokens=False,
+                                            clean_up_tokenization_spaces=False)
+            cache["t"] = np.asarray(pieces, dtype=object)
+        table = cache["t"]
+        if ids.size and int(ids.max()) >= len(table):
+            extra = tokenizer.batch_decode([[i] for i in range(len(table), int(ids.max()) + 1)])
+            cache["t"] = table = np.concatenate([table, np.asarray(extra, dtype=object)])
+        return table[ids].tolist()
+
+    return lookup
+
+
+def run_local(store: LakeStore, eid: str, lm: LoadedModel, corpus: Corpus, plan: dict[tuple[int, ...], list[str]],
+              spec: CaptureSpec, *, batch_tokens: int | None, shard_bytes: int,
+              progress: bool | None) -> dict[str, int]:
+    """Compute every planned group in this process."""
+    stats = {"tokens": 0, "shards": 0, "bytes": 0, "truncated": 0}
+    if not plan:
+        return stats
+    token_text = token_text_table(lm.tokenizer)
+    total_docs = sum(len(g) for g in plan.values())
+    jac_capture = _jacobian_capture(spec)
+    with _progress_override(progress), track(f"ingest {lm.ref}", total=total_docs, unit="docs") as tr:
+        for layers, hashes in sorted(plan.items()):
+            batches, per_doc, n_trunc = make_batches(lm, corpus, hashes, spec, batch_tokens)
+            stats["truncated"] += n_trunc
+
+            def committed(man: dict[str, Any]) -> None:
+                stats["shards"] += 1
+                stats["bytes"] += man["bytes"]
+                tr.add_bytes(man["bytes"])
+
+            writer = ShardWriter(store, eid, layers=list(layers), dtype=spec.dtype, token_text=token_text,
+                                 windows_per_doc=per_doc, shard_bytes=shard_bytes, on_commit=committed,
+                                 info={"device": str(lm.device)})
+            try:
+                done_docs: set[int] = set()
+                for batch in batches:
+                    out, hs, ids, mask = forward_batch(lm, batch, list(layers), spec.dtype)
+                    if jac_capture is not None:
+                        out.extra["jacobian"] = jac_capture(lm, batch, hs, ids, mask, list(layers))
+                    del hs
+                    writer.put(out)
+                    new_docs = {w.doc_order for w in batch.windows} - done_docs
+                    done_docs |= new_docs
+                    stats["tokens"] += batch.n_tokens
+                    tr.advance(len(new_docs), tokens=batch.n_tokens)
+                writer.close()
+            except BaseException:
+                writer.abort()
+                raise
+    return stats
+
+
+def _jacobian_capture(spec: CaptureSpec) -> Any:
+    if spec.jacobian is None:
+        return None
+    from .jacobian import make_capture  # the Jacobian sketch capture (optional part)
+    return make_capture(spec.jacobian)
+
+
+class _progress_override:
+    def __init__(self, value: bool | None) -> None:
+        self.value = value
+        self.prev: Any = None
+
+    def __enter__(self) -> None:
+        from .. import progress as p
+        self.prev = p._ENABLED
+        if self.value is not None:
+            p.set_progress(self.value)
+
+    def __exit__(self, *exc: Any) -> None:
+        from .. import progress as p
+        p.set_progress(self.prev)
+
+
+def dataset_table(corpus: Corpus) -> pa.Table:
+    cols: dict[str, list[Any]] = {"doc_hash": [d.doc_hash for d in corpus.documents],
+                                  "text": [d.text for d in corpus.documents]}
+    for c in corpus.meta_columns:
+        if c in cols:
+            continue
+        cols[c] = [d.meta.get(c) for d in corpus.documents]
+    try:
+        return pa.table(cols)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        # mixed types in a metadata column: keep them as strings
+        fixed = {k: (v if k in ("doc_hash", "text") else [None if x is None else str(x) for x in v])
+                 for k, v in cols.items()}
+        return pa.table(fixed)

@@ -1,0 +1,144 @@
+"""Zarr v3 arrays of the lake: per-layer hidden states and their codecs.
+
+Each array is ``[rows, d]`` with chunks of about 2 MiB, a fast Blosc/LZ4
+compressor and a crc32c checksum codec, so a damaged chunk fails to decode
+instead of returning wrong numbers. bfloat16 is stored as a ``uint16`` view with
+``attrs["dtype"] = "bfloat16"`` and read back exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import zarr
+from zarr.codecs import BloscCodec, Crc32cCodec
+
+from ..errors import IntegrityError
+from .fs import LakeFS
+
+CHUNK_BYTES = 2 * 1024 * 1024
+PHYSICAL_DTYPE = {"float16": "float16", "bfloat16": "uint16", "float32": "float32"}
+
+
+def codecs() -> list[Any]:
+    return [BloscCodec(cname="lz4", clevel=1, shuffle="shuffle"), Crc32cCodec()]
+
+
+def zarr_store(lake: LakeFS, *parts: str, read_only: bool = False) -> Any:
+    """A zarr store for the folder ``parts`` of the lake."""
+    if lake.is_local:
+        return zarr.storage.LocalStore(lake.path(*parts), read_only=read_only)
+    return zarr.storage.FsspecStore.from_url(lake.url_of(*parts), read_only=read_only,
+                                             storage_options=lake.storage_options or None)
+
+
+def chunk_rows(row_bytes: int, n_rows: int, chunk_bytes: int = CHUNK_BYTES) -> int:
+    return max(1, min(max(n_rows, 1), chunk_bytes // max(row_bytes, 1)))
+
+
+def write_array(group: zarr.Group, name: str, data: np.ndarray, logical_dtype: str,
+                attrs: dict[str, Any] | None = None, chunk_bytes: int = CHUNK_BYTES) -> None:
+    """Create ``group[name]`` holding ``data`` (already in its physical dtype), whole chunks at once."""
+    row_bytes = int(np.prod(data.shape[1:], dtype=np.int64)) * data.dtype.itemsize
+    chunks = (chunk_rows(row_bytes, data.shape[0], chunk_bytes),) + tuple(data.shape[1:])
+    arr = group.create_array(name, shape=data.shape, chunks=chunks, dtype=data.dtype,
+                             compressors=codecs(), fill_value=0,
+                             attributes={"dtype": logical_dtype, **(attrs or {})})
+    if data.size:
+        arr[...] = data
+
+
+def to_physical(x: np.ndarray, logical_dtype: str) -> np.ndarray:
+    """float32 numpy -> physical storage array (used where no torch cast happened)."""
+    if logical_dtype == "bfloat16":
+        f = np.ascontiguousarray(x, dtype=np.float32)
+        bits = f.view(np.uint32)
+        # round to nearest even, like torch's float32 -> bfloat16 cast
+        rounded = bits + 0x7FFF + ((bits >> 16) & 1)
+        return (rounded >> 16).astype(np.uint16)
+    return np.asarray(x, dtype=PHYSICAL_DTYPE[logical_dtype])
+
+
+def to_float32(raw: np.ndarray, logical_dtype: str) -> np.ndarray:
+    """Physical storage array -> float32 (bfloat16 bits widened exactly)."""
+    if logical_dtype == "bfloat16":
+        return (raw.astype(np.uint32) << 16).view(np.float32)
+    return raw.astype(np.float32, copy=False)
+
+
+def read_rows(arr: zarr.Array, ranges: Sequence[tuple[int, int]], *, where: str = "") -> np.ndarray:
+    """Rows ``[start, stop)`` for each range, concatenated, as float32.
+
+    Only the chunks overlapping the ranges are read. A chunk whose checksum
+    fails raises :class:`IntegrityError` naming the array.
+    """
+    logical = arr.attrs.get("dtype", str(arr.dtype))
+    parts = []
+    try:
+        for start, stop in _merge_ranges(ranges):
+            parts.append(arr[start:stop])
+    except Exception as exc:  # zarr raises various codec errors on damaged chunks
+        if isinstance(exc, (KeyboardInterrupt, MemoryError)):
+            raise
+        raise IntegrityError(
+            f"cannot read {where or arr.path}: {type(exc).__name__}: {exc}; the chunk is damaged or "
+            "missing — run `layerlake verify` and re-ingest the affected documents"
+        ) from exc
+    d = arr.shape[1:]
+    raw = np.concatenate(parts) if parts else np.empty((0,) + tuple(d), dtype=arr.dtype)
+    out = to_float32(raw, logical)
+    # re-expand merged ranges into the requested order
+    return _reorder(out, ranges)
+
+
+def _merge_ranges(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    merged: list[tuple[int, int]] = []
+    for start, stop in sorted(r for r in ranges if r[1] > r[0]):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(stop, merged[-1][1]))
+        else:
+            merged.append((start, stop))
+    return merged
+
+
+def _reorder(block: np.ndarray, ranges: Sequence[tuple[int, int]]) -> np.ndarray:
+    merged = _merge_ranges(ranges)
+    wanted = [r for r in ranges if r[1] > r[0]]
+    if merged == wanted:
+        return block
+    offsets = []
+    pos = 0
+    for start, stop in merged:
+        offsets.append((start, stop, pos))
+        pos += stop - start
+    pieces = []
+    for start, stop in wanted:
+        for ms, me, base in offsets:
+            if ms <= start and stop <= me:
+                pieces.append(block[base + start - ms: base + stop - ms])
+                break
+    return np.concatenate(pieces) if pieces else block[:0]
+
+
+def open_group(lake: LakeFS, *parts: str) -> zarr.Group:
+    return zarr.open_group(zarr_store(lake, *parts, read_only=True), mode="r")
+
+
+def check_all_chunks(arr: zarr.Array) -> None:
+    """Decode every chunk (the crc32c codec validates each); raises on damage."""
+    rows = arr.chunks[0]
+    for start in range(0, arr.shape[0], rows):
+        arr[start:start + rows]
+    if arr.shape[0] == 0:
+        return
+
+
+def stored_nbytes(arr: zarr.Array) -> int:
+    try:
+        return int(arr.nbytes_stored())
+    except Exception:  # some stores cannot list sizes
+        return 0
+
+
+IntegrityErrors = (IntegrityError,)

@@ -1,0 +1,277 @@
+"""The lake as a catalog: lake.json, extractions, committed shards, datasets.
+
+Readers trust commit markers only. Everything here is read from disk on demand
+and cached per set of commit markers, so a lake written concurrently shows the
+shards committed at the time of the call.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import io
+import logging
+import re
+from typing import Any, Iterable
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from ..errors import FormatVersionError, LayerlakeError, NotFoundError, SpecError
+from .fs import LakeFS
+from .hashing import json_hash
+from .shards import read_parquet
+
+log = logging.getLogger(__name__)
+
+FORMAT_NAME = "layerlake"
+FORMAT_VERSION = "1.0"
+DATASET_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+@dataclasses.dataclass(frozen=True)
+class DocLocation:
+    """Where one document window lives: its shard and rows."""
+
+    doc_hash: str
+    window: int
+    shard: str
+    row_start: int
+    n_tokens: int
+
+
+class LakeStore:
+    """Open (or create) a lake and read/write its catalog."""
+
+    def __init__(self, url: Any, *, mode: str = "a", storage_options: dict[str, Any] | None = None) -> None:
+        if mode not in ("r", "a", "w"):
+            raise SpecError(f"mode={mode!r} must be 'r' (read-only), 'a' (open or create) or 'w'")
+        self.fs = LakeFS(url, read_only=(mode == "r"), storage_options=storage_options)
+        self.mode = mode
+        self._doc_cache: dict[str, tuple[tuple[str, ...], pa.Table]] = {}
+        self._open_or_create()
+
+    # -- lake.json -------------------------------------------------------------------------
+    def _open_or_create(self) -> None:
+        fs = self.fs
+        if fs.exists() and fs.isfile():
+            raise SpecError(f"lake path {fs.url} is a file, not a directory; choose a directory path for the lake")
+        if fs.exists("lake.json"):
+            meta = fs.read_json("lake.json")
+            if meta.get("format") != FORMAT_NAME:
+                raise SpecError(f"{fs.url_of('lake.json')} is not a layerlake lake (format={meta.get('format')!r})")
+            version = str(meta.get("format_version", "0"))
+            major = int(version.split(".")[0])
+            mine = int(FORMAT_VERSION.split(".")[0])
+            if major > mine:
+                raise FormatVersionError(
+                    f"lake {fs.url} has format version {version}, newer than this layerlake supports "
+                    f"({FORMAT_VERSION}); upgrade layerlake (pip install -U layerlake) to open it"
+                )
+            self.meta = meta
+            return
+        if self.mode == "r":
+            raise NotFoundError(f"no lake at {fs.url} (lake.json missing); create one with mode='a' or `layerlake ingest`")
+        if fs.exists() and fs.listdir():
+            raise SpecError(
+                f"{fs.url} exists, is not empty and is not a lake (no lake.json); choose an empty or new directory"
+            )
+        try:
+            fs.makedirs()
+        except FileExistsError:
+            raise SpecError(f"lake path {fs.url} cannot be created (a file is in the way)") from None
+        self.meta = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION,
+                     "created": _now()}
+        fs.write_json_atomic(self.meta, "lake.json")
+
+    # -- extractions -----------------------------------------------------------------------
+    def extraction_ids(self) -> list[str]:
+        return [e for e in self.fs.listdir("extractions") if self.fs.exists("extractions", e, "extraction.json")]
+
+    def extraction(self, eid: str) -> dict[str, Any]:
+        if not self.fs.exists("extractions", eid, "extraction.json"):
+            raise NotFoundError(f"no extraction {eid!r} in lake {self.fs.url}; known: {self.extraction_ids()}")
+        return self.fs.read_json("extractions", eid, "extraction.json")
+
+    def create_extraction(self, eid: str, manifest: dict[str, Any]) -> None:
+        """Write ``extraction.json`` once (immutable afterwards)."""
+        if self.fs.exists("extractions", eid, "extraction.json"):
+            return
+        self.fs.write_json_atomic({**manifest, "extraction_id": eid, "created": _now()},
+                                  "extractions", eid, "extraction.json")
+
+    def add_alias(self, eid: str, model_ref: str) -> None:
+        """Record a model id/path as given by a user, so queries can say ``model=...``."""
+        key = json_hash(model_ref, 16)
+        if not self.fs.exists("extractions", eid, "aliases", f"{key}.json"):
+            self.fs.write_json_atomic({"model": model_ref}, "extractions", eid, "aliases", f"{key}.json")
+
+    def aliases(self, eid: str) -> list[str]:
+        out = []
+        for name in self.fs.listdir("extractions", eid, "aliases"):
+            if name.endswith(".json"):
+                out.append(self.fs.read_json("extractions", eid, "aliases", name)["model"])
+        return sorted(out)
+
+    def commit_ids(self, eid: str) -> list[str]:
+        return [n[:-5] for n in self.fs.listdir("extractions", eid, "commits") if n.endswith(".json")]
+
+    def shard_manifests(self, eid: str) -> list[dict[str, Any]]:
+        """Commit manifests of the committed shards, oldest first."""
+        return [self.fs.read_json("extractions", eid, "commits", f"{sid}.json") for sid in self.commit_ids(eid)]
+
+    def doc_index(self, eid: str) -> pa.Table:
+        """One row per (shard, document window) over all committed shards.
+
+        Columns: docs.parquet's plus ``shard`` (id) and ``layers`` (list of the
+        hidden layers that shard holds).
+        """
+        sids = tuple(self.commit_ids(eid))
+        cached = self._doc_cache.get(eid)
+        if cached and cached[0] == sids:
+            return cached[1]
+        tables = []
+        for man in self.shard_manifests(eid):
+            sid = man["shard"]
+            t = read_parquet(self.fs, "extractions", eid, "shards", sid, "docs.parquet")
+            t = t.append_column("shard", pa.array([sid] * t.num_rows, pa.string()))
+            t = t.append_column("layers", pa.array([man["layers"]] * t.num_rows, pa.list_(pa.int32())))
+            tables.append(t)
+        if tables:
+            table = pa.concat_tables(tables)
+        else:
+            from .shards import DOCS_SCHEMA
+            table = DOCS_SCHEMA.empty_table().append_column("shard", pa.array([], pa.string())).append_column(
+                "layers", pa.array([], pa.list_(pa.int32())))
+        self._doc_cache[eid] = (sids, table)
+        return table
+
+    def covered_docs(self, eid: str, layers: Iterable[int] | None = None) -> set[str]:
+        """Documents that committed shards hold (with every layer in ``layers``, if given)."""
+        index = self.doc_index(eid)
+        if index.num_rows == 0:
+            return set()
+        hashes = index.column("doc_hash").to_pylist()
+        if layers is None:
+            return set(hashes)
+        want = set(layers)
+        have: dict[str, set[int]] = {}
+        for h, ls in zip(hashes, index.column("layers").to_pylist()):
+            have.setdefault(h, set()).update(ls)
+        return {h for h, ls in have.items() if want <= ls}
+
+    # -- datasets --------------------------------------------------------------------------
+    def dataset_names(self) -> list[str]:
+        return [n for n in self.fs.listdir("datasets") if self.fs.exists("datasets", n, "docs.parquet")]
+
+    def dataset_table(self, name: str) -> pa.Table:
+        """The dataset's documents in order: ``ordinal``, ``doc_hash``, ``text`` + metadata."""
+        if not self.fs.exists("datasets", name, "docs.parquet"):
+            raise NotFoundError(
+                f"no dataset {name!r} in lake {self.fs.url}; known datasets: {self.dataset_names() or 'none'}"
+            )
+        return read_parquet(self.fs, "datasets", name, "docs.parquet")
+
+    def write_dataset(self, name: str, table: pa.Table) -> pa.Table:
+        """Create the dataset or append documents it does not hold yet (atomic replace)."""
+        check_dataset_name(name)
+        if "doc_hash" not in table.column_names:
+            raise LayerlakeError("dataset table needs a doc_hash column")
+        if self.fs.exists("datasets", name, "docs.parquet"):
+            old = self.dataset_table(name)
+            seen = set(old.column("doc_hash").to_pylist())
+            keep = pc.invert(pc.is_in(table.column("doc_hash"), value_set=pa.array(sorted(seen), pa.string())))
+            new = table.filter(keep)
+            if new.num_rows == 0:
+                return old
+            new = new.drop_columns(["ordinal"]) if "ordinal" in new.column_names else new
+            new = new.add_column(0, "ordinal", pa.array(range(old.num_rows, old.num_rows + new.num_rows), pa.int64()))
+            merged = pa.concat_tables([old, new], promote_options="permissive")
+        else:
+            merged = table.drop_columns(["ordinal"]) if "ordinal" in table.column_names else table
+            merged = merged.add_column(0, "ordinal", pa.array(range(merged.num_rows), pa.int64()))
+        buf = io.BytesIO()
+        pq.write_table(merged, buf, compression="zstd")
+        self.fs.write_bytes_atomic(buf.getvalue(), "datasets", name, "docs.parquet")
+        return merged
+
+    def link_dataset(self, name: str, eid: str, record: dict[str, Any]) -> None:
+        """Record that dataset ``name`` has been ingested into extraction ``eid``."""
+        self.fs.write_json_atomic({**record, "extraction": eid, "dataset": name, "updated": _now()},
+                                  "datasets", name, "links", f"{eid}.json")
+
+    def dataset_links(self, name: str) -> dict[str, dict[str, Any]]:
+        out = {}
+        for n in self.fs.listdir("datasets", name, "links"):
+            if n.endswith(".json"):
+                out[n[:-5]] = self.fs.read_json("datasets", name, "links", n)
+        return out
+
+    # -- resolution ------------------------------------------------------------------------
+    def resolve_extraction(self, dataset: str | None, model: str | None) -> str:
+        """Map ``model=`` (id/path as given at ingest, or an extraction id) to an extraction id."""
+        if dataset is not None:
+            links = self.dataset_links(dataset) if dataset in self.dataset_names() else None
+            if links is None:
+                self.dataset_table(dataset)  # raises NotFoundError listing datasets
+            candidates = sorted(links)
+        else:
+            candidates = self.extraction_ids()
+        if model is None:
+            if len(candidates) == 1:
+                return candidates[0]
+            if not candidates:
+                raise NotFoundError(f"dataset {dataset!r} has not been ingested with any model yet")
+            raise SpecError(
+                f"dataset {dataset!r} has {len(candidates)} extractions; pass model= one of: "
+                + "; ".join(f"{c} ({', '.join(self.aliases(c))})" for c in candidates)
+            )
+        model = str(model)
+        if model in candidates:
+            return model
+        matches = [c for c in candidates if model in self.aliases(c)]
+        if not matches:
+            prefix = [c for c in candidates if c.startswith(model)] if len(model) >= 6 else []
+            matches = prefix
+        if len(matches) == 1:
+            return matches[0]
+        valid = sorted({a for c in candidates for a in self.aliases(c)} | set(candidates))
+        what = f"dataset {dataset!r}" if dataset else f"lake {self.fs.url}"
+        if not matches:
+            raise NotFoundError(f"model {model!r} is not ingested for {what}; valid models: {', '.join(valid) or 'none'}")
+        raise SpecError(f"model {model!r} matches several extractions of {what} ({matches}); pass an extraction id")
+
+    def locate(self, eid: str, doc_hashes: list[str], layer: int | None = None) -> pa.Table:
+        """Rows of ``doc_index`` for ``doc_hashes`` (in that order, windows in order).
+
+        With ``layer``, only shards holding that layer are considered. Each
+        document comes from one shard (the first committed one that holds it).
+        """
+        index = self.doc_index(eid)
+        if layer is not None and index.num_rows:
+            has = pa.array([layer in ls for ls in index.column("layers").to_pylist()])
+            index = index.filter(has)
+        order = {h: i for i, h in enumerate(doc_hashes)}
+        idx_hash = index.column("doc_hash").to_pylist()
+        shards = index.column("shard").to_pylist()
+        chosen: dict[str, str] = {}
+        for h, s in zip(idx_hash, shards):
+            if h in order and (h not in chosen or s < chosen[h]):
+                chosen[h] = s
+        keep = [i for i, (h, s) in enumerate(zip(idx_hash, shards)) if chosen.get(h) == s]
+        sub = index.take(pa.array(keep, pa.int64()))
+        sub = sub.append_column("_order", pa.array([order[h] for h in sub.column("doc_hash").to_pylist()], pa.int64()))
+        sub = sub.sort_by([("_order", "ascending"), ("window", "ascending")])
+        return sub
+
+
+def check_dataset_name(name: str) -> None:
+    if not isinstance(name, str) or not DATASET_NAME_RE.match(name):
+        raise SpecError(
+            f"dataset name {name!r} is invalid; use letters, digits, '.', '_' or '-' (max 128, no slashes)"
+        )
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,134 @@
+"""Integrity checks: manifests, checksums, orphans.
+
+``verify_lake`` returns a list of problems (empty = healthy); each names the
+file and what is wrong. Zarr chunks are decoded, which validates their crc32c.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import crc32c
+import zarr
+
+from ..errors import LayerlakeError
+from .arrays import check_all_chunks, open_group
+from .catalog import LakeStore
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+def verify_lake(store: LakeStore, *, deep: bool = True,
+                on_shard: Callable[[str], None] | None = None) -> list[Problem]:
+    fs = store.fs
+    problems: list[Problem] = []
+    for eid in fs.listdir("extractions"):
+        base = ("extractions", eid)
+        if not fs.exists(*base, "extraction.json"):
+            problems.append(Problem(fs.url_of(*base), "extraction folder without extraction.json (orphan)"))
+            continue
+        try:
+            fs.read_json(*base, "extraction.json")
+        except LayerlakeError as exc:
+            problems.append(Problem(fs.url_of(*base, "extraction.json"), str(exc)))
+        committed = set()
+        for name in fs.listdir(*base, "commits"):
+            if not name.endswith(".json"):
+                continue
+            sid = name[:-5]
+            committed.add(sid)
+            try:
+                man = fs.read_json(*base, "commits", name)
+            except (LayerlakeError, OSError) as exc:
+                problems.append(Problem(fs.url_of(*base, "commits", name), f"unreadable commit marker: {exc}"))
+                continue
+            problems.extend(_verify_shard(store, eid, sid, man, deep))
+            if on_shard:
+                on_shard(sid)
+        for sid in fs.listdir(*base, "shards"):
+            if sid not in committed:
+                problems.append(Problem(fs.url_of(*base, "shards", sid),
+                                        "shard without a commit marker (orphan from an interrupted ingest; "
+                                        "`layerlake gc` removes it)"))
+    for name in store.dataset_names():
+        try:
+            table = store.dataset_table(name)
+        except Exception as exc:  # any read failure is a problem to report
+            problems.append(Problem(fs.url_of("datasets", name, "docs.parquet"), f"unreadable: {exc}"))
+            continue
+        hashes = table.column("doc_hash").to_pylist()
+        for eid in store.dataset_links(name):
+            if not fs.exists("extractions", eid, "extraction.json"):
+                problems.append(Problem(fs.url_of("datasets", name, "links", f"{eid}.json"),
+                                        f"links to missing extraction {eid}"))
+                continue
+            missing = set(hashes) - store.covered_docs(eid)
+            if missing:
+                problems.append(Problem(fs.url_of("datasets", name),
+                                        f"{len(missing)} document(s) missing from extraction {eid} "
+                                        "(a commit marker or shard was lost; re-run the ingest)"))
+    return problems
+
+
+def _verify_shard(store: LakeStore, eid: str, sid: str, man: dict[str, Any], deep: bool) -> list[Problem]:
+    fs = store.fs
+    base = ("extractions", eid, "shards", sid)
+    out: list[Problem] = []
+    on_disk = fs.walk_files(*base)
+    for rel, info in man.get("files", {}).items():
+        if rel not in on_disk:
+            out.append(Problem(fs.url_of(*base, rel), "missing (listed in the commit marker)"))
+            continue
+        if on_disk[rel] != info["size"]:
+            out.append(Problem(fs.url_of(*base, rel), f"size {on_disk[rel]} != {info['size']} in the commit marker"))
+            continue
+        if "crc32c" in info and deep:
+            data = fs.read_bytes(*base, rel)
+            if crc32c.crc32c(data) != info["crc32c"]:
+                out.append(Problem(fs.url_of(*base, rel), "checksum mismatch (file damaged)"))
+    for rel in on_disk:
+        if rel not in man.get("files", {}):
+            out.append(Problem(fs.url_of(*base, rel), "file not listed in the commit marker (orphan)"))
+    if deep and not out:
+        for group_name in ("hidden.zarr",):
+            if not any(r.startswith(group_name + "/") for r in on_disk):
+                continue
+            try:
+                group = open_group(fs, *base, group_name)
+                for name, arr in group.arrays():
+                    try:
+                        check_all_chunks(arr)
+                    except Exception as exc:  # codec errors of every kind mean damage
+                        out.append(Problem(fs.url_of(*base, group_name, name), f"chunk fails to decode: {exc}"))
+            except Exception as exc:
+                out.append(Problem(fs.url_of(*base, group_name), f"cannot open: {exc}"))
+        if any(r.startswith("jacobian.zarr/") for r in on_disk):
+            try:
+                group = open_group(fs, *base, "jacobian.zarr")
+                for path, arr in _all_arrays(group):
+                    try:
+                        check_all_chunks(arr)
+                    except Exception as exc:
+                        out.append(Problem(fs.url_of(*base, "jacobian.zarr", path), f"chunk fails to decode: {exc}"))
+            except Exception as exc:
+                out.append(Problem(fs.url_of(*base, "jacobian.zarr"), f"cannot open: {exc}"))
+    return out
+
+
+def _all_arrays(group: zarr.Group, prefix: str = "") -> list[tuple[str, zarr.Array]]:
+    found = []
+    for name, member in group.members():
+        path = f"{prefix}{name}"
+        if isinstance(member, zarr.Array):
+            found.append((path, member))
+        else:
+            found.extend(_all_arrays(member, path + "/"))
+    return found
