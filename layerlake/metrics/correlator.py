@@ -13,6 +13,8 @@ Each is registered twice: on the dataset-wide ``token_cloud`` (granularity
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from ._validate import as_f64
@@ -62,21 +64,23 @@ def correlator_dimension(h: np.ndarray, centre: bool = False) -> float:
 
 
 _INV = ("scale", "rotation", "permutation")
-_DESC_LIN = "E_lin = sum_{i!=j} <h_i,h_j> / (n sum ||h_i||^2) (provisional)."
-_DESC_SQ = "E_sq = sum_{i!=j} <h_i,h_j>^2 / sum_{i!=j} ||h_i||^2 ||h_j||^2 (provisional)."
-_DESC_DIM = "d_eff = 1 / E_sq, participation-ratio dimension (provisional)."
 
-for _kind, _gran, _suffix in (("token_cloud", "layer", ""), ("doc_hidden", "document", "_doc")):
-    metric(
-        name=f"correlator_lin{_suffix}", input=_kind, granularity=_gran, invariances=_INV,
-        source=_SOURCE, description=_DESC_LIN, provisional=True,
-    )(correlator_lin)
-    metric(
-        name=f"correlator_sq{_suffix}", input=_kind, granularity=_gran, params={"centre": False},
-        invariances=_INV, source=_SOURCE, description=_DESC_SQ, provisional=True,
-    )(correlator_sq)
-    metric(
-        name=f"correlator_dimension{_suffix}", input=_kind, granularity=_gran, params={"centre": False},
-        invariances=_INV, source=_SOURCE, description=_DESC_DIM, provisional=True,
-    )(correlator_dimension)
-del _kind, _gran, _suffix
+
+def _register_both(fn: Callable[..., float], params: dict[str, bool], description: str) -> None:
+    """Register ``fn`` on the dataset token cloud and, with suffix ``_doc``, per document."""
+    for kind, granularity, suffix in (("token_cloud", "layer", ""), ("doc_hidden", "document", "_doc")):
+        metric(
+            name=fn.__name__ + suffix,
+            input=kind,
+            granularity=granularity,
+            params=params,
+            invariances=_INV,
+            source=_SOURCE,
+            description=description + " (provisional)",
+            provisional=True,
+        )(fn)
+
+
+_register_both(correlator_lin, {}, "E_lin = sum_{i!=j} <h_i,h_j> / (n sum ||h_i||^2)")
+_register_both(correlator_sq, {"centre": False}, "E_sq = sum_{i!=j} <h_i,h_j>^2 / sum_{i!=j} ||h_i||^2 ||h_j||^2")
+_register_both(correlator_dimension, {"centre": False}, "d_eff = 1 / E_sq, participation-ratio dimension")

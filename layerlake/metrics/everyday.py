@@ -7,7 +7,7 @@ unbiased HSIC estimator of Song et al. 2012 (as in Nguyen et al. 2021).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

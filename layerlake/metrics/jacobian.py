@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Sequence, Union
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -101,13 +101,13 @@ class JacobianFactors:
         return self.Q.shape[1]
 
     @classmethod
-    def from_sketch(cls, Y: np.ndarray, W: np.ndarray, Psi: np.ndarray) -> "JacobianFactors":
+    def from_sketch(cls, Y: np.ndarray, W: np.ndarray, Psi: np.ndarray) -> JacobianFactors:
         """Factors of one Jacobian from ``Y`` ``[d, k]``, ``W`` ``[l, d]``, ``Psi`` ``[d, l]`` (8.3)."""
         q, x = sketch_reconstruct(as_f64(Y, 2, "from_sketch: Y [d, k]"), W, Psi)
         return cls(q, x)
 
     @classmethod
-    def from_dense(cls, jres: np.ndarray, rank: int | None = None) -> "JacobianFactors":
+    def from_dense(cls, jres: np.ndarray, rank: int | None = None) -> JacobianFactors:
         """Exact factors ``Q = U_r``, ``X = S_r V_r^T`` of a full ``[d, d]`` matrix (``rank=None``: r = d)."""
         jres = as_f64(jres, 2, "from_dense: jres [d, d]")
         if jres.shape[0] != jres.shape[1]:
@@ -206,10 +206,7 @@ def coupling_score(matrix: np.ndarray) -> float:
     return float(m[~np.eye(m.shape[0], dtype=bool)].mean())
 
 
-Operator = Union[np.ndarray, JacobianFactors]
-
-
-def linearization_fidelity(jres_list: Sequence[Operator], x0: np.ndarray, xL: np.ndarray) -> float:
+def linearization_fidelity(jres_list: Sequence[np.ndarray | JacobianFactors], x0: np.ndarray, xL: np.ndarray) -> float:
     """``cos(prod_l (I + Jres^l) x0, xL)``, blocks applied in list order (METRICS.md 6.6).
 
     ``jres_list``: residual Jacobians as ``[d, d]`` arrays or :class:`JacobianFactors`;
@@ -236,7 +233,9 @@ _COUPLING_PARAMS = {"K": 10, "normalization": "norm", "variant": "uv"}
     source=_SOURCE + "6.3, 8.4",
     description="L x L matrix of m_K (row i diagonalised in column j's top-K singular basis); lower = coupled.",
 )
-def coupling(factors: Sequence[JacobianFactors], K: int = 10, normalization: str = "norm", variant: str = "uv") -> np.ndarray:
+def coupling(
+    factors: Sequence[JacobianFactors], K: int = 10, normalization: str = "norm", variant: str = "uv"
+) -> np.ndarray:
     """:func:`coupling_matrix` of one token's per-layer factors (METRICS.md 6.3): ``[L, L]``."""
     return coupling_matrix(factors, K, normalization, variant)
 

@@ -40,7 +40,12 @@ def _unit_rows(h: np.ndarray) -> np.ndarray:
 
 
 def _cov_eigenvalues(z: np.ndarray) -> np.ndarray:
-    """Eigenvalues of ``z^T z / N`` (``min(N, d)`` of them) from the singular values of z."""
+    """Eigenvalues of ``z^T z / N`` (``min(N, d)`` of them) from the singular values of z.
+
+    All NaN when ``z`` holds a NaN row (a row equal to the mean before normalising).
+    """
+    if not np.all(np.isfinite(z)):
+        return np.full(min(z.shape), np.nan)
     return np.linalg.svd(z, compute_uv=False) ** 2 / z.shape[0]
 
 
@@ -58,13 +63,16 @@ def matrix_entropy(h: np.ndarray) -> float:
 
     ``h``: ``[tokens, d_model]``, d >= 2. ``Z`` = centred, unit-norm rows;
     eigenvalues of ``Z^T Z / N`` over their sum; ``H = -sum p log p`` (p > 0).
-    Note the ``log d`` normaliser (paper 1 uses ``log N``). Direction "lower": the
+    Note the ``log d`` normaliser (paper 1 uses ``log N``). NaN when a token equals
+    the mean token (0/0 in the normalisation, as in the official code). Direction "lower": the
     papers find entropy decreasing with model size.
     """
     h = as_f64(h, 2, "matrix_entropy: h [tokens, d_model]", min_rows=2)
     if h.shape[1] < 2:
         raise SpecError(f"matrix_entropy: needs d_model >= 2 (log d normaliser), got shape {h.shape}")
     lam = _cov_eigenvalues(_centre_unit_rows(h))
+    if np.isnan(lam).any():
+        return float("nan")
     p = lam / lam.sum()
     p = p[p > 0]
     return float(-(p @ np.log(p)) / np.log(h.shape[1]))

@@ -73,9 +73,7 @@ def line_shape_score(traj: np.ndarray) -> float:
     return float(np.mean(line_shape_score_per_token(traj)))
 
 
-def growth_rate_per_token(
-    traj: np.ndarray, exclude_first: bool = True, exclude_last: bool = True
-) -> np.ndarray:
+def growth_rate_per_token(traj: np.ndarray, exclude_first: bool = True, exclude_last: bool = True) -> np.ndarray:
     """Least-squares slope of ``log ||x^l||`` vs ``l``, ``[layers, tokens, d] -> [tokens]`` (METRICS.md 6.5).
 
     By default the first (embedding) and the last (final-norm) layer are excluded;
@@ -106,9 +104,7 @@ def growth_rate(traj: np.ndarray, exclude_first: bool = True, exclude_last: bool
     return float(np.mean(growth_rate_per_token(traj, exclude_first, exclude_last)))
 
 
-def step_ratio_cv_per_token(
-    traj: np.ndarray, exclude_first: bool = True, exclude_last: bool = True
-) -> np.ndarray:
+def step_ratio_cv_per_token(traj: np.ndarray, exclude_first: bool = True, exclude_last: bool = True) -> np.ndarray:
     """``std_l(log r_l) / |mean_l(log r_l)|`` per token, ``[layers, tokens, d] -> [tokens]`` (METRICS.md 6.5).
 
     ``r_l = ||x^{l+1} - x^l|| / ||x^l - x^{l-1}||`` over the kept layers (same
