@@ -7,14 +7,14 @@
 - :func:`information_gain`: ``log(1 + R_lambda / lambda)`` of the last token given the
   previous ones, via ridge regression (5.3, exact identity with a log-det difference).
 - :func:`lasso_token_selection`: which previous tokens a Lasso regression of the last
-  token's vector picks (5.3; sklearn.linear_model.Lasso).
+  token's vector picks (5.3; sklearn.linear_model.Lasso, imported on first use so that
+  importing the metrics does not need scikit-learn).
 """
 
 from __future__ import annotations
 
 import numpy as np
 from scipy import linalg
-from sklearn.linear_model import Lasso
 
 from ..errors import SpecError
 from ._validate import as_f64, check_positive
@@ -127,17 +127,22 @@ def information_gain(h: np.ndarray, lam: float = 1.0, unit_rows: bool = True) ->
     """Information gain of the last token given the previous ones (METRICS.md 5.3).
 
     ``h``: ``[tokens, d_model]``; ``Z = h[:-1]^T`` (``[d, N-1]``), ``z = h[-1]``.
-    ``R = min_w ||z - Z w||^2 + lam ||w||^2`` (ridge, O(d N^2 + N^3)) and
+    ``R = min_w ||z - Z w||^2 + lam ||w||^2`` (ridge) and
     ``IG = log(1 + R / lam) = log det(lam I + ZZ^T + zz^T) - log det(lam I + ZZ^T)``.
+    Solved in the smaller of the two spaces: the (N-1) x (N-1) ridge system, or, when
+    N - 1 > d, ``R = lam z^T (lam I + Z Z^T)^{-1} z`` (d x d); O(d N min(N, d) + min(N, d)^3).
     ``unit_rows`` (default, our choice) scales every token vector to unit norm first
     so that ``lam`` has a fixed meaning; a 1-token input gives ``log(1 + ||z||^2/lam)``.
     """
     check_positive("information_gain: lam", lam)
     zc, z = _context_and_target(h, "information_gain", unit_rows)
-    if zc.shape[1] == 0:
+    d, n_ctx = zc.shape
+    if n_ctx == 0:
         resid = float(z @ z)
+    elif n_ctx > d:
+        resid = lam * float(z @ linalg.solve(zc @ zc.T + lam * np.eye(d), z, assume_a="pos"))
     else:
-        w = linalg.solve(zc.T @ zc + lam * np.eye(zc.shape[1]), zc.T @ z, assume_a="pos")
+        w = linalg.solve(zc.T @ zc + lam * np.eye(n_ctx), zc.T @ z, assume_a="pos")
         r = z - zc @ w
         resid = float(r @ r + lam * (w @ w))  # both terms >= 0: no cancellation
     return float(np.log1p(resid / lam))
@@ -154,6 +159,10 @@ def lasso_coefficients(h: np.ndarray, alpha: float, unit_rows: bool = True) -> n
     zc, z = _context_and_target(h, "lasso_coefficients", unit_rows)
     if zc.shape[1] == 0:
         raise SpecError("lasso_coefficients: h needs at least 2 tokens (a context and a target)")
+    try:
+        from sklearn.linear_model import Lasso
+    except ImportError as exc:
+        raise ImportError("lasso_coefficients needs scikit-learn: pip install scikit-learn") from exc
     model = Lasso(alpha=alpha, fit_intercept=False, max_iter=10_000, tol=1e-8)
     model.fit(zc, z)
     return np.asarray(model.coef_, dtype=np.float64)
