@@ -37,7 +37,7 @@ MIN_CHAR = 4  # words shorter than this are never augmented
 RANDOM_CHARS = string.ascii_uppercase + string.ascii_lowercase + string.digits + "!@#$%^&*()_+"
 
 _ROWS = ("1234567890-=", "qwertyuiop[]", "asdfghjkl;'", "zxcvbnm,./")
-_SHIFT = dict(zip("1234567890-=[];',./", "!@#$%^&*()_+{}:\"<>?"))
+_SHIFT = dict(zip("1234567890-=[];',./", '!@#$%^&*()_+{}:"<>?'))
 
 
 def _build_neighbours() -> dict[str, tuple[str, ...]]:
@@ -71,7 +71,7 @@ _DETOKENIZE = (
     (re.compile(r"\s([.,:;?!%]+)([ '\"`])"), r"\1\2"),  # punctuation before a space or quote
     (re.compile(r"\s([.,:;?!%]+)$"), r"\1"),  # punctuation at the end
     (re.compile(r"\s([\[({<])\s"), r" \1"),  # opening bracket
-    (re.compile(r"\s([\])}>])\s"), r"\1 "),  # closing bracket
+    (re.compile(r"\s([\])}>])(\s|$)"), r"\1\2"),  # closing bracket (nlpaug misses it at the end)
 )
 
 

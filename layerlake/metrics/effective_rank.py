@@ -58,12 +58,12 @@ def _erank_metric(x: ndarray, name: str, method: str, normalize: bool) -> float:
     return effective_rank(x, method)
 
 
-_COMMON = dict(
-    params={"method": "roy_vetterli", "normalize": True},
-    version="1",
-    direction="higher",
-    invariances=("scale", "translation", "rotation", "permutation"),
-)
+_COMMON = {
+    "params": {"method": "roy_vetterli", "normalize": True},
+    "version": "1",
+    "direction": "higher",
+    "invariances": ("scale", "translation", "rotation", "permutation"),
+}
 
 
 @metric(

@@ -87,9 +87,7 @@ def spectrum_entropy(eigenvalues: ndarray, alpha: float = 1.0) -> float | ndarra
     return float(out) if out.ndim == 0 else out
 
 
-def matrix_entropy_from_gram(
-    k: ndarray, alpha: float = 1.0, *, frobenius_shortcut: bool = False
-) -> float | ndarray:
+def matrix_entropy_from_gram(k: ndarray, alpha: float = 1.0, *, frobenius_shortcut: bool = False) -> float | ndarray:
     """Matrix-based alpha-entropy of ``k`` (METRICS.md 2.2, repitl ``matrixAlphaEntropy``).
 
     ``k: Float[ndarray, "... n n"]`` (symmetric; stacked matrices are decomposed in one

@@ -101,9 +101,7 @@ def twonn(x: ndarray, algorithm: str = "base", fraction: float = 0.9) -> float:
     return twonn_from_mu(r[:, 1] / r[:, 0], algorithm, fraction)
 
 
-def mle_levina_bickel(
-    x: ndarray, k_min: int = 10, k_max: int = 20, mackay_ghahramani: bool = False
-) -> float:
+def mle_levina_bickel(x: ndarray, k_min: int = 10, k_max: int = 20, mackay_ghahramani: bool = False) -> float:
     """Levina-Bickel MLE of ``x: Float[ndarray, "n d"]``, averaged over k in [k_min, k_max] (7.2).
 
     ``m_k(x) = [ (1/(k-1)) sum_{j<k} log(T_k / T_j) ]^-1``; global value = mean over
@@ -175,9 +173,9 @@ def _cloud(x: ndarray, name: str, normalize: bool) -> ndarray:
     return row_normalize(x) if normalize and x.shape[0] > 1 else x
 
 
-_ID_COMMON = dict(version="1", direction="none", invariances=("scale", "translation", "rotation", "permutation"))
-_PER_PROMPT = dict(input="doc_hidden", granularity="document", **_ID_COMMON)
-_DATASET = dict(input="token_cloud", granularity="layer", **_ID_COMMON)
+_ID_COMMON = {"version": "1", "direction": "none", "invariances": ("scale", "translation", "rotation", "permutation")}
+_PER_PROMPT = {"input": "doc_hidden", "granularity": "document", **_ID_COMMON}
+_DATASET = {"input": "token_cloud", "granularity": "layer", **_ID_COMMON}
 _SRC_TWONN = "Facco et al. 2017 (TwoNN), DADApy compute_id_2NN; Skean et al. 2025; METRICS.md 2.7, 7.1"
 _SRC_MLE = "Levina & Bickel 2004; MacKay & Ghahramani 2005; METRICS.md 7.2"
 _SRC_GRIDE = "Denti et al. 2022 (GRIDE); METRICS.md 7.3"

@@ -65,10 +65,7 @@ def ref_mle(x, k1, k2, mg=False):
 def ref_gride(mu, n1, n2):
     def nll(d):
         return -np.sum(
-            np.log(d)
-            + (n2 - n1 - 1) * np.log(mu**d - 1)
-            - betaln(n2 - n1, n1)
-            - (d * (n2 - 1) + 1) * np.log(mu)
+            np.log(d) + (n2 - n1 - 1) * np.log(mu**d - 1) - betaln(n2 - n1, n1) - (d * (n2 - 1) + 1) * np.log(mu)
         )
 
     return minimize_scalar(nll, bounds=(0.01, 100), method="bounded", options={"xatol": 1e-10}).x
