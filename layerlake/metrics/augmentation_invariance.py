@@ -19,7 +19,14 @@ from scipy.special import logsumexp
 
 from ..errors import SpecError
 from ._validate import check_choice, check_views
-from .entropy import ENTROPY_VARIANTS, NORMALIZATIONS, matrix_entropy_from_gram, normalize_entropy, row_normalize
+from .entropy import (
+    ENTROPY_VARIANTS,
+    NORMALIZATIONS,
+    matrix_entropy_from_gram,
+    normalize_entropy,
+    row_normalize,
+    spectrum_entropy,
+)
 from .registry import metric
 
 INFONCE_VERSIONS = ("ntxent", "ce")
@@ -79,6 +86,16 @@ def infonce(v: ndarray, *, version: str = "ntxent", tau: float = 0.1, normalize:
     return float(np.mean(logsumexp(s, axis=1) - positives))
 
 
+def _scatters(v: ndarray, delta: float) -> tuple[ndarray, ndarray]:
+    """Centred class means ``M / sqrt(N)`` (so ``Sigma_b = M^T M``) and ``Sigma_w + delta I``."""
+    n, n_views, d = v.shape
+    class_means = v.mean(axis=1)
+    centred_means = (class_means - class_means.mean(axis=0)) / np.sqrt(n)
+    resid = (v - class_means[:, None, :]).reshape(n * n_views, d)
+    within = resid.T @ resid / (n * n_views) + delta * np.eye(d)
+    return centred_means, within
+
+
 def lidar_matrix(v: ndarray, delta: float = 1e-4) -> ndarray:
     """``Sigma_w^-1/2 Sigma_b Sigma_w^-1/2`` of ``v: Float[ndarray, "docs views d"]`` -> ``(d, d)``.
 
@@ -86,16 +103,26 @@ def lidar_matrix(v: ndarray, delta: float = 1e-4) -> ndarray:
     views around their document's mean plus ``delta I``; inverse square root from
     ``eigh`` (METRICS.md 2.10, Thilak et al. 2023).
     """
-    n, n_views, d = v.shape
-    class_means = v.mean(axis=1)
-    centred_means = class_means - class_means.mean(axis=0)
-    between = centred_means.T @ centred_means / n
-    resid = (v - class_means[:, None, :]).reshape(n * n_views, d)
-    within = resid.T @ resid / (n * n_views) + delta * np.eye(d)
+    means, within = _scatters(v, delta)
     w, u = np.linalg.eigh(within)
     inv_sqrt = (u / np.sqrt(w)) @ u.T
-    out = inv_sqrt @ between @ inv_sqrt
+    out = inv_sqrt @ (means.T @ means) @ inv_sqrt
     return 0.5 * (out + out.T)
+
+
+def lidar_spectrum(v: ndarray, delta: float = 1e-4) -> ndarray:
+    """Eigenvalues of :func:`lidar_matrix` without forming it when docs < d.
+
+    With ``Sigma_b = M^T M`` and ``Sigma_w = U diag(w) U^T``, the non-zero eigenvalues of
+    ``Sigma_w^-1/2 Sigma_b Sigma_w^-1/2`` are those of ``Y Y^T`` with
+    ``Y = M U diag(w^-1/2)`` (docs x docs): one ``eigh`` of the d x d within-scatter
+    instead of two d x d decompositions.
+    """
+    means, within = _scatters(v, delta)
+    w, u = np.linalg.eigh(within)
+    y = (means @ u) / np.sqrt(w)
+    small = y @ y.T if y.shape[0] < y.shape[1] else y.T @ y
+    return np.linalg.eigvalsh(0.5 * (small + small.T))
 
 
 @metric(
@@ -118,7 +145,8 @@ def lidar(
     """LiDAR of ``v: Float[ndarray, "docs views d_model"]`` (views >= 2) -> float (METRICS.md 2.10).
 
     ``S_alpha(Sigma_w^-1/2 Sigma_b Sigma_w^-1/2)`` (see :func:`lidar_matrix`), then
-    ``normalization`` with N = docs, D = d_model. The original LiDAR reports
+    ``normalization`` with N = docs, D = d_model (computed via :func:`lidar_spectrum`).
+    The original LiDAR reports
     ``exp`` of this entropy (with 1e-7 added to p). Cost O(N A D^2 + D^3).
     Fewer than 2 documents: NaN.
     """
@@ -129,7 +157,7 @@ def lidar(
     n, _, d = v.shape
     if n < 2:
         return math.nan
-    s = matrix_entropy_from_gram(lidar_matrix(v, delta), alpha)
+    s = spectrum_entropy(lidar_spectrum(v, delta), alpha)
     return normalize_entropy(s, normalization, n, d)
 
 

@@ -16,6 +16,7 @@ from layerlake.metrics.augmentation_invariance import (
     infonce,
     lidar,
     lidar_matrix,
+    lidar_spectrum,
     prepare_views,
 )
 from layerlake.metrics.entropy import matrix_entropy_from_gram, row_normalize
@@ -135,6 +136,16 @@ def test_lidar_matches_loop_reference(normalize, rng):
     pv = prepare_views(v, "v", normalize)
     expected = ref_lidar_entropy(pv, 1e-4) / min(math.log(8), math.log(5))
     assert lidar(v, normalize=normalize) == pytest.approx(expected, rel=1e-8)
+
+
+@pytest.mark.parametrize("shape", [(6, 3, 11), (15, 2, 4)])  # docs < d (dual route) and docs >= d
+def test_lidar_spectrum_equals_matrix_spectrum(shape, rng):
+    v = rng.normal(size=shape)
+    full = np.sort(np.linalg.eigvalsh(lidar_matrix(v)))[::-1]
+    dual = np.sort(lidar_spectrum(v))[::-1]
+    k = min(len(full), len(dual))
+    np.testing.assert_allclose(dual[:k], full[:k], rtol=1e-9, atol=1e-9 * full[0])
+    np.testing.assert_allclose(full[k:], 0.0, atol=1e-9 * full[0])
 
 
 def test_lidar_bad_delta(rng):

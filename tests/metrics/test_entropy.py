@@ -256,3 +256,13 @@ def test_dataset_entropy_degenerate_and_bad_params():
     assert math.isnan(dataset_entropy(np.ones((1, 4))))
     with pytest.raises(SpecError, match="batch_size"):
         dataset_entropy(np.eye(4), variant="faithful", batch_size=0)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(2, 12), st.integers(1, 12), st.integers(0, 2**32 - 1), st.floats(0.25, 4.0))
+def test_prompt_entropy_bounds_property(n, d, seed, alpha):
+    h = np.random.default_rng(seed).normal(size=(n, d))
+    clean = prompt_entropy(h, variant="clean", normalization="raw", alpha=alpha)
+    faithful = prompt_entropy(h, normalization="raw", alpha=alpha)
+    assert -1e-12 <= clean <= math.log(min(n - 1, d)) + 1e-9
+    assert -1e-12 <= faithful <= math.log(min(n, d)) + 1e-9
