@@ -34,6 +34,15 @@ class LoadedModel:
     d_model: int
     device: torch.device
     info: dict[str, Any]
+    hidden_sizes: list[int] = dataclasses.field(default_factory=list)
+
+    def check_layer_sizes(self, layers: list[int]) -> None:
+        sizes = {l: self.hidden_sizes[l] for l in layers if l < len(self.hidden_sizes)}
+        if len(set(sizes.values())) > 1:
+            raise SpecError(f"model {self.ref}: hidden size changes between layers ({sizes}); layerlake stores "
+                            "[rows, d_model] per layer with one d_model: select layers of one size with --layers")
+        if sizes:
+            self.d_model = next(iter(sizes.values()))
 
     @property
     def fingerprint(self) -> str:
@@ -116,8 +125,26 @@ def load_model(model: Any, *, tokenizer: Any = None, gguf_file: str | None = Non
         and mdl.get_output_embeddings() is not None
     info = fingerprint_info(mdl, tokenizer, ref)
     mdl.to(dev)
+    sizes = probe_hidden_sizes(mdl, tokenizer, dev, ref)
+    if sizes:
+        n_layers = len(sizes) - 1
+        d_model = sizes[0]
     return LoadedModel(model=mdl, tokenizer=tokenizer, ref=ref, is_causal=is_causal, n_layers=n_layers,
-                       d_model=d_model, device=dev, info=info)
+                       d_model=d_model, device=dev, info=info, hidden_sizes=sizes)
+
+
+def probe_hidden_sizes(model: Any, tokenizer: Any, device: torch.device, ref: str) -> list[int]:
+    """Run one short input to learn how many hidden states the model returns and their sizes."""
+    ids = tokenizer("layerlake probe", return_tensors="pt")["input_ids"].to(device)
+    try:
+        with torch.inference_mode():
+            out = model(input_ids=ids, attention_mask=torch.ones_like(ids), output_hidden_states=True)
+    except Exception as exc:
+        raise ModelLoadError(f"model {ref} failed on a test input: {type(exc).__name__}: {exc}") from None
+    hs = getattr(out, "hidden_states", None)
+    if not hs:
+        raise SpecError(f"model {ref} returns no hidden_states; layerlake needs output_hidden_states support")
+    return [int(h.shape[-1]) for h in hs]
 
 
 def _is_hub_id(s: str) -> bool:

@@ -113,6 +113,7 @@ def ingest(store: LakeStore, model: Any, data: Any, *, dataset: str | None = Non
     lm = load_model(model, tokenizer=tokenizer, gguf_file=gguf_file, revision=revision, device=device,
                     torch_dtype=model_dtype, attn_implementation=attn_implementation, model_name=model_name)
     layer_list = resolve_layers(spec0.layers, lm.n_layers, f"model {lm.ref} ({lm.n_layers} blocks)")
+    lm.check_layer_sizes(layer_list)
     resolved_max = spec0.max_length or model_max_length(lm.model, lm.tokenizer)
     spec = spec0.replace(max_length=resolved_max)
     eid = extraction_id(lm.fingerprint, spec.identity())

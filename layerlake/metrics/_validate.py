@@ -1,21 +1,57 @@
-"""Input checks shared by the metric modules: cast to float64, check shapes.
+"""Input checks shared by the metric modules (private).
 
-Raise :class:`~layerlake.errors.SpecError` with the expected and the actual shape.
+Every metric casts its inputs to float64 (stored activations may be float16)
+and rejects wrong shapes, non-finite values and unknown choices with a
+:class:`~layerlake.errors.SpecError` that names the thing, the expected and the
+actual value.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from numpy import ndarray
 
 from ..errors import SpecError
 
 
-def as_f64(a: Any, ndim: int, name: str, *, min_rows: int = 1) -> np.ndarray:
+def as_float64(x: Any, name: str, ndim: int) -> ndarray:
+    """``x`` as a float64 array with exactly ``ndim`` dimensions and finite values."""
+    arr = np.asarray(x, dtype=np.float64)
+    if arr.ndim != ndim:
+        raise SpecError(f"{name}: expected a {ndim}-D array, got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise SpecError(
+            f"{name}: contains NaN or inf ({int(np.sum(~np.isfinite(arr)))} values); "
+            "check the stored activations (float16 overflow?)"
+        )
+    return arr
+
+
+def check_choice(name: str, value: Any, choices: Sequence[Any]) -> None:
+    """Raise SpecError unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise SpecError(f"{name}={value!r} is not valid; expected one of {tuple(choices)}")
+
+
+def check_views(v: Any, name: str, exact_views: int | None = None) -> ndarray:
+    """``v: Float[ndarray, "docs views d_model"]`` as float64, with the view count checked."""
+    arr = as_float64(v, name, 3)
+    n_views = arr.shape[1]
+    if exact_views is not None and n_views != exact_views:
+        raise SpecError(f"{name}: expected {exact_views} views per document, got {n_views} (shape {arr.shape})")
+    if n_views < 2:
+        raise SpecError(f"{name}: expected at least 2 views per document, got {n_views} (shape {arr.shape})")
+    return arr
+
+
+def as_f64(a: Any, ndim: int, name: str, *, min_rows: int = 1) -> ndarray:
     """``a`` as a float64 array with ``ndim`` dimensions and at least ``min_rows`` rows.
 
-    Float16/float32 inputs are cast (metrics always compute in float64).
+    Unlike :func:`as_float64` this does not reject non-finite values (callers
+    that can return NaN for degenerate input use it).
     """
     out = np.asarray(a, dtype=np.float64)
     if out.ndim != ndim:
@@ -23,12 +59,6 @@ def as_f64(a: Any, ndim: int, name: str, *, min_rows: int = 1) -> np.ndarray:
     if out.shape[0] < min_rows:
         raise SpecError(f"{name}: expected at least {min_rows} rows, got shape {out.shape}")
     return out
-
-
-def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    """Raise if a string parameter is not one of ``choices``."""
-    if value not in choices:
-        raise SpecError(f"{name}={value!r} is not one of {choices}")
 
 
 def check_positive(name: str, value: float) -> None:

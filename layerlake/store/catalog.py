@@ -169,7 +169,7 @@ class LakeStore:
         """The dataset's documents in order: ``ordinal``, ``doc_hash``, ``text`` + metadata."""
         if not self.fs.exists("datasets", name, "docs.parquet"):
             raise NotFoundError(
-                f"no dataset {name!r} in lake {self.fs.url}; known datasets: {self.dataset_names() or 'none'}"
+                f"no dataset {name!r} in lake {self.fs.url}; known datasets: {', '.join(self.dataset_names()) or 'none'}"
             )
         return read_parquet(self.fs, "datasets", name, "docs.parquet")
 
