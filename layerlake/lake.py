@@ -78,12 +78,12 @@ class Lake:
         return read_vectors(self.store, dataset, model, layers, docs)
 
     def jacobians(self, dataset: str, model: str | None = None, layer: int | None = None,
-                  rows: Sequence[int] | None = None, K: int = 10, dense: bool = False, sketch: Any = None,
+                  rows: Sequence[int] | None = None, K: int | None = None, dense: bool = False, sketch: Any = None,
                   docs: Sequence[str] | None = None) -> Any:
         """Residual block Jacobians of the dataset's sketched tokens at block ``layer``.
 
         Returns a ``JacobianSet``: low-rank factors ``Jres ~ Q X`` per token, top-``K``
-        singular triplets (``U``, ``S``, ``V``), a ``tokens`` frame saying which
+        singular triplets (``U``, ``S``, ``V``; K defaults to min(10, k)), a ``tokens`` frame saying which
         document/position each belongs to, and ``d x d`` arrays only with ``dense=True``.
         """
         from .queries.jacobians import jacobians

@@ -487,7 +487,7 @@ def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
     if a.shape != b.shape:
         return False
     a32, b32 = a.detach().float(), b.detach().float()
-    tol = 1e-3 if a.dtype == torch.float32 else 3e-2
+    tol = 1e-3 if a.dtype in (torch.float32, torch.float64) else 3e-2
     scale = float(b32.abs().max()) if b32.numel() else 0.0
     return bool((a32 - b32).abs().max() <= tol * max(scale, 1.0)) if a32.numel() else True
 

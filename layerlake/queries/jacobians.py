@@ -192,10 +192,11 @@ def factors_from_arrays(attrs: dict[str, Any], Y: np.ndarray, W: np.ndarray) -> 
 
 
 def jacobians(store: LakeStore, dataset: str, model: str | None = None, layer: int | None = None,
-              rows: Sequence[int] | None = None, K: int = 10, dense: bool = False, sketch: Any = None,
+              rows: Sequence[int] | None = None, K: int | None = None, dense: bool = False, sketch: Any = None,
               docs: Sequence[str] | None = None) -> JacobianSet:
     """Factors and top-``K`` singular triplets of block ``layer``'s sketched Jacobians (see :class:`JacobianSet`).
 
+    K: singular triplets per Jacobian (default ``min(10, k)``; at most the sketch's k);
     rows: indices into the dataset's sketched tokens at that block (``None`` = all);
     docs: restrict to these document hashes; sketch: which sketch when the
     extraction holds several (a key or a :class:`JacobianSketch`).
@@ -205,6 +206,7 @@ def jacobians(store: LakeStore, dataset: str, model: str | None = None, layer: i
     attrs = sketch_catalog(store, eid)[key]["attrs"]
     if layer is None:
         raise SpecError(f"pass layer= one of the sketched blocks {sketch_catalog(store, eid)[key]['layers']}")
+    K = min(10, int(attrs["k"])) if K is None else int(K)
     if not 1 <= K <= int(attrs["k"]):
         raise SpecError(f"K={K} must be in 1..k={attrs['k']} (the sketch's rank); ingest with a larger k for more")
     toks = sketched_tokens(store, dataset, eid, key, int(layer), docs)
