@@ -34,6 +34,7 @@ model's dtype and are stored as float32.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 from typing import Any, Iterator, Sequence
@@ -67,11 +68,16 @@ FINAL_NORM_PATHS = (
 CPU_WORK_BYTES = 2 << 30  # memory budget for one vmapped chunk of tangents on CPU
 
 
-def make_capture(spec: JacobianSketch) -> "JacobianCapture":
-    """The per-batch capture ``capture(lm, batch, hidden_states, ids, mask, layers) -> dict``."""
+def make_capture(spec: JacobianSketch, method: str = "auto") -> "JacobianCapture":
+    """The per-batch capture ``capture(lm, batch, hidden_states, ids, mask, layers) -> dict``.
+
+    method: ``"auto"`` sketches every target token of a block in one pass where the
+    block's attention goes through transformers' attention interface (METRICS.md 8.5),
+    else one target per sequence per pass; ``"rounds"`` always does the latter.
+    """
     if not isinstance(spec, JacobianSketch):
         raise SpecError(f"jacobian={spec!r} must be a layerlake.JacobianSketch")
-    return JacobianCapture(spec)
+    return JacobianCapture(spec, method)
 
 
 # -- finding the blocks ------------------------------------------------------------------------
@@ -217,8 +223,12 @@ def window_positions(window: Window, positions: Any, seed: int) -> list[int]:
 class JacobianCapture:
     """Callable per batch; see the module docstring. One instance per ingest (per sketch spec)."""
 
-    def __init__(self, spec: JacobianSketch) -> None:
+    def __init__(self, spec: JacobianSketch, method: str = "auto") -> None:
+        if method not in ("auto", "rounds"):
+            raise SpecError(f"method={method!r} must be 'auto' (one pass for all tokens where possible) or 'rounds'")
         self.spec = spec
+        self.method = method
+        self._one_pass_ok: dict[int, bool] = {}
         self.key = sketch_key(spec)
         self._lm: Any = None
         self._record: BlockRecorder | None = None
@@ -306,10 +316,18 @@ class JacobianCapture:
                 post = self._final_map(layer, output, hidden_states)
                 args, kwargs = _clone(args, memo), _clone(kwargs, memo)
                 expected = hidden_states[layer] if layer < len(hidden_states) else None
-                parts = [self._sketch_round(lm, layer, args, kwargs, post, rnd, expected)
-                         for _, rnd in sorted(rounds.items())]
-                merged = {name: np.concatenate([p[name] for p in parts])[order] for name in parts[0]}
-                merged["rows"] = round_rows[order]
+                merged = None
+                if self.method == "auto" and self._one_pass_ok.get(layer, True):
+                    merged = self._sketch_all_tokens(lm, layer, args, kwargs, post, targets, expected, mask)
+                    if merged is None:
+                        self._one_pass_ok[layer] = False
+                        log.info("block %d of %s: attention does not route through the transformers attention "
+                                 "interface; sketching one token per sequence per pass", layer, lm.ref)
+                if merged is None:
+                    parts = [self._sketch_round(lm, layer, args, kwargs, post, rnd, expected)
+                             for _, rnd in sorted(rounds.items())]
+                    merged = {name: np.concatenate([p[name] for p in parts])[order] for name in parts[0]}
+                    merged["rows"] = round_rows[order]
                 layers_out[layer] = merged
         attrs = dict(self._base_attrs, final_norm_layers=sorted(x + 1 for x, m in self._post.items() if m is not None))
         return {self.key: {"attrs": attrs, "layers": layers_out}}
@@ -379,13 +397,9 @@ class JacobianCapture:
                                torch.as_tensor(self._psi64, dtype=dtype, device=device))
         return self._mats[key]
 
-    def row_map(self, lm: LoadedModel, layer: int, args: tuple[Any, ...], kwargs: dict[str, Any], post: Any,
-                rnd: Sequence[tuple[int, int, Any]]) -> tuple[Any, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``f(Z) = post(block(X with X[b, t_b] = Z_b))[b, t_b]`` for one target per sequence, and ``Z0``.
-
-        Returns ``(f, z0, bi, ti)``; ``f`` maps ``[n, d] -> [n, d]`` and its Jacobian
-        is block-diagonal over the n targets (different sequences).
-        """
+    def _block_call(self, lm: LoadedModel, layer: int, args: tuple[Any, ...],
+                    kwargs: dict[str, Any]) -> tuple[torch.Tensor, Any]:
+        """The recorded hidden-state input ``X`` of a block and ``call(x)`` = the block on ``x``, rest as recorded."""
         block = self.blocks[layer - 1]
         if args and isinstance(args[0], torch.Tensor):
             X = args[0]
@@ -403,6 +417,100 @@ class JacobianCapture:
         if X.dim() != 3 or X.shape[-1] != self.d:
             raise SpecError(f"block {layer} of {lm.ref}: input has shape {tuple(X.shape)}, expected [batch, tokens, "
                             f"{self.d}]; its Jacobian cannot be captured")
+        return X, call
+
+    def _sketch_all_tokens(self, lm: LoadedModel, layer: int, args: tuple[Any, ...], kwargs: dict[str, Any],
+                           post: Any, targets: list[tuple[int, int, int]], expected: torch.Tensor | None,
+                           mask: torch.Tensor) -> dict[str, np.ndarray] | None:
+        """Every target of the batch in one pass (METRICS.md 8.5); None where that is not possible.
+
+        Inside attention, the other positions' keys and values are constants, so the
+        block becomes a map whose Jacobian is block-diagonal over tokens with diagonal
+        blocks ``J_tt``: one JVP with a tangent at every target token gives ``J_tt v_t``
+        for all of them at once, one VJP likewise ``u_t^T J_tt``.
+        """
+        X, call = self._block_call(lm, layer, args, kwargs)
+        calls = [0]
+
+        def F(x: torch.Tensor) -> torch.Tensor:
+            out = _first_tensor(call(x))
+            return post(out) if post is not None else out
+
+        bi = torch.tensor([b for b, _, _ in targets], device=X.device)
+        ti = torch.tensor([t for _, t, _ in targets], device=X.device)
+        chunk = self._chunk(tuple(X.shape), X, lm)
+        try:
+            with _own_token_attention(lm.model, calls):
+                primal, vjp_fn = vjp(F, X)
+                if calls[0] == 0:
+                    return None
+                self._check_primal(lm, layer, primal[bi, ti], expected, bi, ti)
+
+                def scatter(V: torch.Tensor) -> torch.Tensor:  # [m, n, d] -> [m, B, T, d], zero off the targets
+                    U = torch.zeros((V.shape[0],) + tuple(X.shape), dtype=X.dtype, device=X.device)
+                    U[:, bi, ti] = V.to(X.dtype)
+                    return U
+
+                def jmul(V: torch.Tensor) -> torch.Tensor:
+                    return self._jvp(F, X, vjp_fn, primal, scatter(V), chunk)[:, bi, ti].float() - V
+
+                def jtmul(U: torch.Tensor) -> torch.Tensor:
+                    return vmap(lambda u: vjp_fn(u)[0], chunk_size=chunk)(scatter(U))[:, bi, ti].float() - U
+
+                out = self._sketch_ops(jmul, jtmul, len(targets), X.device)
+        except _OnePassUnsupported as exc:
+            log.info("block %d: one-pass sketch unavailable (%s)", layer, exc)
+            return None
+        out["rows"] = np.asarray([row for _, _, row in targets], dtype=np.int64)
+        return out
+
+    def _sketch_ops(self, jmul: Any, jtmul: Any, n: int, device: torch.device) -> dict[str, np.ndarray]:
+        """The stored arrays from ``jmul(V) = Jres v`` and ``jtmul(U) = Jres^T u`` (float32 ``[m, n, d]``, per target).
+
+        One-pass sketch (``power_iterations=0``): ``Y = Jres Omega``, ``W = Psi^T Jres``.
+        With q power iterations (METRICS.md 8.2): ``Q = orth((Jres Jres^T)^q Jres Omega)``,
+        re-orthonormalised between products, and ``B = Q^T Jres``: ``Jres ~ Q B``.
+        """
+        spec, d = self.spec, self.d
+        omega, psi = (m.float() for m in self._matrices(device, torch.float32))
+
+        def bcast(M: torch.Tensor) -> torch.Tensor:  # [d, m] -> [m, n, d]: the same vectors for every target
+            return M.T[:, None, :].expand(-1, n, -1)
+
+        def orth(V: torch.Tensor) -> torch.Tensor:  # [m, n, d] -> orthonormal [m, n, d] per target
+            q, _ = torch.linalg.qr(V.permute(1, 2, 0))
+            return q.permute(2, 0, 1)
+
+        out: dict[str, torch.Tensor] = {}
+        if spec.power_iterations == 0:
+            out["Y"] = jmul(bcast(omega)).permute(1, 2, 0)  # [n, d, k]
+            out["W"] = jtmul(bcast(psi)).permute(1, 0, 2)  # [n, l, d]
+        else:
+            Y = jmul(bcast(omega))
+            for _ in range(spec.power_iterations):
+                Y = jmul(orth(jtmul(orth(Y))))
+            Q = orth(Y)  # [k, n, d]
+            out["Q"] = Q.permute(1, 2, 0)  # [n, d, k]
+            out["B"] = jtmul(Q).permute(1, 0, 2)  # [n, k, d]: rows q_j^T Jres
+        if spec.exact:
+            rows = []
+            step = 64
+            for i in range(0, d, step):
+                m = min(step, d - i)
+                E = torch.zeros(m, n, d, device=device)
+                E[torch.arange(m), :, torch.arange(i, i + m)] = 1.0
+                rows.append(jtmul(E) + E)  # e_j^T J = row j of J
+            out["J"] = torch.cat(rows).permute(1, 0, 2)  # [n, d(out), d(in)]
+        return {name: t.contiguous().cpu().numpy().astype(np.float32, copy=False) for name, t in out.items()}
+
+    def row_map(self, lm: LoadedModel, layer: int, args: tuple[Any, ...], kwargs: dict[str, Any], post: Any,
+                rnd: Sequence[tuple[int, int, Any]]) -> tuple[Any, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``f(Z) = post(block(X with X[b, t_b] = Z_b))[b, t_b]`` for one target per sequence, and ``Z0``.
+
+        Returns ``(f, z0, bi, ti)``; ``f`` maps ``[n, d] -> [n, d]`` and its Jacobian
+        is block-diagonal over the n targets (different sequences).
+        """
+        X, call = self._block_call(lm, layer, args, kwargs)
         bi = torch.tensor([r[0] for r in rnd], device=X.device)
         ti = torch.tensor([r[1] for r in rnd], device=X.device)
         if len(set(bi.tolist())) != len(bi):
@@ -419,25 +527,19 @@ class JacobianCapture:
 
     def _sketch_round(self, lm: LoadedModel, layer: int, args: tuple[Any, ...], kwargs: dict[str, Any], post: Any,
                       rnd: list[tuple[int, int, int]], expected: torch.Tensor | None) -> dict[str, np.ndarray]:
+        """One target per sequence: products through :meth:`row_map`."""
         f, z0, bi, ti = self.row_map(lm, layer, args, kwargs, post, rnd)
-        omega, psi = self._matrices(z0.device, z0.dtype)
-        n, d = z0.shape
         chunk = self._chunk(f.input_shape, z0, lm)
         primal, vjp_fn = vjp(f, z0)
         self._check_primal(lm, layer, primal, expected, bi, ti)
-        # Y = J Omega - Omega: tangents [k, n, d] (the same column for every token)
-        tangents = omega.T[:, None, :].expand(-1, n, -1)
-        jv = self._jvp(f, z0, vjp_fn, primal, tangents, chunk)  # [k, n, d]
-        Y = jv.float().permute(1, 2, 0) - omega.float()[None]  # [n, d, k]
-        cot = psi.T[:, None, :].expand(-1, n, -1)  # [l, n, d]
-        uj = vmap(lambda u: vjp_fn(u)[0], chunk_size=chunk)(cot)  # [l, n, d]
-        W = uj.float().permute(1, 0, 2) - psi.float().T[None]  # [n, l, d]
-        out = {"Y": Y.cpu().numpy(), "W": W.cpu().numpy()}
-        if self.spec.exact:
-            eye = torch.eye(d, dtype=z0.dtype, device=z0.device)[:, None, :].expand(-1, n, -1)
-            rows = vmap(lambda u: vjp_fn(u)[0], chunk_size=chunk)(eye)  # [d(out), n, d(in)]
-            out["J"] = rows.float().permute(1, 0, 2).cpu().numpy()
-        return out
+
+        def jmul(V: torch.Tensor) -> torch.Tensor:
+            return self._jvp(f, z0, vjp_fn, primal, V.to(z0.dtype), chunk).float() - V
+
+        def jtmul(U: torch.Tensor) -> torch.Tensor:
+            return vmap(lambda u: vjp_fn(u)[0], chunk_size=chunk)(U.to(z0.dtype)).float() - U
+
+        return self._sketch_ops(jmul, jtmul, len(rnd), z0.device)
 
     def _jvp(self, f: Any, z0: torch.Tensor, vjp_fn: Any, primal: torch.Tensor, tangents: torch.Tensor,
              chunk: int) -> torch.Tensor:
@@ -481,6 +583,87 @@ class JacobianCapture:
             free, _ = torch.cuda.mem_get_info(X.device)
             budget = max(free // 4, 1 << 28)
         return int(max(1, min(1024, budget // max(per, 1))))
+
+
+class _OnePassUnsupported(Exception):
+    """The block's attention cannot be rewritten for the one-pass sketch; fall back to rounds."""
+
+
+_UNSUPPORTED_ATTENTION_KWARGS = ("s_aux", "sinks", "alibi", "position_bias")
+
+
+@contextlib.contextmanager
+def _own_token_attention(model: Any, calls: list[int]) -> Iterator[None]:
+    """Temporarily route transformers' attention through :func:`_own_token_attention_fn`.
+
+    Replaces the model's attention implementation (``sdpa`` or ``eager``) in the
+    global ``ALL_ATTENTION_FUNCTIONS`` for the duration (restored in ``finally``);
+    ``calls[0]`` counts the calls, so a block whose attention bypasses the
+    interface (no call) is detected and sketched per token instead.
+    """
+    try:
+        from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+    except ImportError:
+        raise _OnePassUnsupported("transformers has no attention interface") from None
+    cfgs = [getattr(model, "config", None)]
+    if hasattr(cfgs[0], "get_text_config"):
+        cfgs.append(cfgs[0].get_text_config())
+    names = sorted({getattr(c, "_attn_implementation", None) or "eager" for c in cfgs if c is not None})
+    if any(n not in ("sdpa", "eager") for n in names):
+        raise _OnePassUnsupported(f"attention implementation {names}")
+    local = getattr(ALL_ATTENTION_FUNCTIONS, "_local_mapping", None)
+    if local is None:
+        raise _OnePassUnsupported("unknown AttentionInterface layout")
+    saved = {n: local[n] for n in names if n in local}
+    try:
+        for n in names:
+            local[n] = functools.partial(_own_token_attention_fn, calls=calls, implementation=n)
+        yield
+    finally:
+        for n in names:
+            if n in saved:
+                local[n] = saved[n]
+            else:
+                local.pop(n, None)
+
+
+def _own_token_attention_fn(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                            attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
+                            is_causal: bool | None = None, *, calls: list[int], implementation: str,
+                            **kwargs: Any) -> tuple[torch.Tensor, None]:
+    """Attention whose primal equals sdpa/eager, but query t sees only its own key/value as variables.
+
+    ``query`` ``[B, H, T, dh]``, ``key``/``value`` ``[B, Hkv, T, dh]``; scores
+    ``q_t . k_s`` use detached ``k_s`` except on the diagonal (where ``k_t``'s path
+    is added with zero primal), the output mixes
+    detached ``v_s`` plus ``p_tt (v_t - v_t.detach())``. Returns ``[B, T, H, dh]``.
+    """
+    calls[0] += 1
+    bad = [k for k in _UNSUPPORTED_ATTENTION_KWARGS if kwargs.get(k) is not None]
+    if bad or dropout or query.shape[2] != key.shape[2] or kwargs.get("softcap"):
+        raise _OnePassUnsupported(f"attention arguments {bad or 'dropout/softcap/cache'}")
+    if key.shape[1] != query.shape[1]:
+        rep = query.shape[1] // key.shape[1]
+        key, value = key.repeat_interleave(rep, dim=1), value.repeat_interleave(rep, dim=1)
+    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+    kd, vd = key.detach(), value.detach()
+    scores = (query @ kd.transpose(-1, -2)) * scale
+    own_k = (query.detach() * key).sum(-1) * scale  # the key path of the own score (q's path is in `scores`)
+    scores = scores + torch.diag_embed(own_k - own_k.detach())
+    t = query.shape[2]
+    if attention_mask is not None:
+        m = attention_mask[..., :t, :t] if attention_mask.dim() == 4 else attention_mask
+        if m.dtype == torch.bool:
+            scores = scores.masked_fill(~m, torch.finfo(scores.dtype).min)
+        else:
+            scores = scores + m.to(scores.dtype)
+    elif implementation == "sdpa" and t > 1 and (is_causal if is_causal is not None
+                                                  else getattr(module, "is_causal", True)):
+        causal = torch.ones(t, t, dtype=torch.bool, device=scores.device).triu(1)
+        scores = scores.masked_fill(causal, torch.finfo(scores.dtype).min)
+    probs = torch.softmax(scores.float(), dim=-1).to(query.dtype)
+    out = probs @ vd + probs.diagonal(dim1=-2, dim2=-1)[..., None] * (value - vd)
+    return out.transpose(1, 2).contiguous(), None
 
 
 def _close(a: torch.Tensor, b: torch.Tensor) -> bool:

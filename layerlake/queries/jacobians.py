@@ -1,8 +1,9 @@
 """Reading stored Jacobian sketches: low-rank factors, singular triplets, coupling metrics.
 
 A shard's ``jacobian.zarr/<key>/layer_<l>/`` holds, per sketched token (rows
-``rows`` of the shard's tokens.parquet), ``Y = Jres Omega`` ``[d, k]``,
-``W = Psi^T Jres`` ``[l, d]`` and, with ``exact=True``, the full ``J``. This
+``rows`` of the shard's tokens.parquet), ``Y = Jres Omega`` ``[d, k]`` and
+``W = Psi^T Jres`` ``[l, d]`` (or, with power iterations, ``Q`` ``[d, k]`` and
+``B = Q^T Jres`` ``[k, d]``) and, with ``exact=True``, the full ``J``. This
 module rebuilds ``Jres ~ Q X`` (:class:`~layerlake.metrics.jacobian.JacobianFactors`,
 METRICS.md 8.3) without forming ``d x d`` matrices unless asked, and evaluates the
 paper-5 metrics from them (:func:`compute_jacobian_metric`).
@@ -69,7 +70,8 @@ def resolve_sketch(store: LakeStore, eid: str, sketch: Any = None) -> str:
 
 
 def _describe(attrs: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={attrs.get(k)}" for k in ("k", "l", "positions", "seed", "exact"))
+    return ", ".join(f"{k}={attrs.get(k)}" for k in ("k", "l", "positions", "seed", "exact", "power_iterations")
+                     if k in attrs)
 
 
 # -- which tokens ----------------------------------------------------------------------------------
@@ -180,8 +182,20 @@ class JacobianSet:
                 f"K={self.S.shape[1] if self.S.ndim == 2 else 0}, sketch {self.key}, extraction {self.extraction})")
 
 
-def factors_from_arrays(attrs: dict[str, Any], Y: np.ndarray, W: np.ndarray) -> list[JacobianFactors]:
-    """``JacobianFactors`` of each stored sketch (``Y`` ``[n, d, k]``, ``W`` ``[n, l, d]``)."""
+def factor_names(attrs: dict[str, Any]) -> tuple[str, str]:
+    """The stored arrays a sketch is rebuilt from: ``("Y", "W")`` (one-pass) or ``("Q", "B")`` (power iterations)."""
+    return ("Q", "B") if attrs.get("power_iterations") else ("Y", "W")
+
+
+def factors_from_arrays(attrs: dict[str, Any], arrays: dict[str, np.ndarray]) -> list[JacobianFactors]:
+    """``JacobianFactors`` of each stored sketch.
+
+    One-pass: ``Y`` ``[n, d, k]``, ``W`` ``[n, l, d]`` -> ``Q = orth(Y)``, ``X = (Psi^T Q)^+ W``;
+    power iterations: ``Q`` ``[n, d, k]``, ``B`` ``[n, k, d]`` are the factors themselves.
+    """
+    if attrs.get("power_iterations"):
+        return [JacobianFactors(q, b) for q, b in zip(arrays["Q"], arrays["B"])]
+    Y, W = arrays["Y"], arrays["W"]
     if len(Y) == 0:
         return []
     psi = check_test_matrix(attrs, "psi")
@@ -217,9 +231,9 @@ def jacobians(store: LakeStore, dataset: str, model: str | None = None, layer: i
             raise SpecError(f"rows {bad[:5]} out of range: block {layer} has {toks.height} sketched tokens in "
                             f"dataset {dataset!r} (rows index them, 0..{toks.height - 1})")
         toks = toks[[r % toks.height for r in idx]]
-    names = ("Y", "W", "J") if dense and attrs.get("exact") else ("Y", "W")
+    names = factor_names(attrs) + (("J",) if dense and attrs.get("exact") else ())
     arrays = read_sketch_arrays(store, eid, key, int(layer), toks, names)
-    factors = factors_from_arrays(attrs, arrays["Y"], arrays["W"])
+    factors = factors_from_arrays(attrs, arrays)
     d = int(attrs["d"])
     U = np.empty((len(factors), d, K))
     S = np.empty((len(factors), K))
@@ -280,8 +294,8 @@ def jacobian_factors(store: LakeStore, dataset: str, eid: str, layers: Any = "al
             eye = np.eye(J.shape[1])
             facs = [JacobianFactors.from_dense(j.astype(np.float64) - eye) for j in J]
         else:
-            arrays = read_sketch_arrays(store, eid, key, layer, toks)
-            facs = factors_from_arrays(attrs, arrays["Y"], arrays["W"])
+            arrays = read_sketch_arrays(store, eid, key, layer, toks, factor_names(attrs))
+            facs = factors_from_arrays(attrs, arrays)
         for k, f in zip(keys, facs):
             out[k].append(f)
     return out

@@ -70,8 +70,10 @@ def sketch_attrs(sketch: JacobianSketch, d: int, extra: dict[str, Any] | None = 
         "generator": GENERATOR,
         "omega": {"seed": [sketch.seed, OMEGA_STREAM], "shape": [d, sketch.k], "sha256": matrix_digest(omega)},
         "psi": {"seed": [sketch.seed, PSI_STREAM], "shape": [d, sketch.l], "sha256": matrix_digest(psi)},
-        "arrays": {"Y": "Jres @ Omega [n, d, k]", "W": "Psi.T @ Jres [n, l, d]", "rows": "shard token row [n]",
-                   "J": "full block Jacobian J (not J - I) [n, d, d], only when exact"},
+        "arrays": ({"Q": "orth((Jres Jres^T)^q Jres Omega) [n, d, k]", "B": "Q^T Jres [n, k, d]"}
+                   if sketch.power_iterations else
+                   {"Y": "Jres @ Omega [n, d, k]", "W": "Psi.T @ Jres [n, l, d]"})
+        | {"rows": "shard token row [n]", "J": "full block Jacobian J (not J - I) [n, d, d], only when exact"},
         **(extra or {}),
     }
 

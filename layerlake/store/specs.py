@@ -79,7 +79,11 @@ class JacobianSketch:
     int N (N positions sampled per window with ``seed``; all of them when the
     window is shorter) or a tuple of explicit positions (negative = from the end,
     e.g. ``(0, -1)``; CLI: ``"0,-1"``, a single one as ``"5,"``); layers: blocks to
-    sketch (``"all"`` or block indices 1..L); exact: also store the full d x d Jacobian.
+    sketch (``"all"`` or block indices 1..L); exact: also store the full d x d Jacobian;
+    power_iterations: q > 0 stores ``Q = orth((Jres Jres^T)^q Jres Omega)`` and
+    ``B = Q^T Jres`` instead of the one-pass ``Y, W`` (METRICS.md 8.2: (2q + 2) k
+    products instead of k + l, far more accurate top singular vectors when the
+    spectrum decays slowly; ``l`` is then unused).
     """
 
     k: int = 21
@@ -88,6 +92,7 @@ class JacobianSketch:
     layers: Layers = "all"
     seed: int = 0
     exact: bool = False
+    power_iterations: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.k, int) or self.k < 1:
@@ -96,13 +101,20 @@ class JacobianSketch:
         if not isinstance(l, int) or l < self.k:
             raise SpecError(f"JacobianSketch l={self.l!r} must be an integer >= k={self.k} (default 2k+1)")
         object.__setattr__(self, "l", l)
+        if not isinstance(self.power_iterations, int) or isinstance(self.power_iterations, bool) \
+                or self.power_iterations < 0:
+            raise SpecError(f"JacobianSketch power_iterations={self.power_iterations!r} must be an integer >= 0 "
+                            "(0 = one-pass sketch; 2-4 for accurate top singular vectors)")
         object.__setattr__(self, "positions", _parse_positions(self.positions))
         object.__setattr__(self, "layers", parse_layers(self.layers))
 
     def identity(self) -> dict[str, Any]:
         """What makes two sketches of the same token comparable (layers excluded)."""
         pos = list(self.positions) if isinstance(self.positions, tuple) else self.positions
-        return {"k": self.k, "l": self.l, "positions": pos, "seed": self.seed, "exact": self.exact}
+        out = {"k": self.k, "l": self.l, "positions": pos, "seed": self.seed, "exact": self.exact}
+        if self.power_iterations:
+            out["power_iterations"] = self.power_iterations
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

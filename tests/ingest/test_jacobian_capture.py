@@ -207,3 +207,64 @@ def test_window_positions():
     assert window_positions(w, (0, -1, 3), 0) == [0, 3, 9]
     with pytest.raises(SpecError, match=r"beyond document #0 \(abababababab\).*10 tokens"):
         window_positions(w, (10,), 0)
+
+
+# -- the one-pass all-tokens form (METRICS.md 8.5) and power iterations -----------------------------------
+@pytest.mark.parametrize("kind", FAMILIES)
+def test_one_pass_for_all_tokens_equals_one_token_per_pass(loaded, kind):
+    lm = loaded[kind]
+    batch = _text_batch(lm)
+    res = {}
+    for method in ("auto", "rounds"):
+        cap = make_capture(ll.JacobianSketch(k=3, positions="all", exact=True, layers=(1, 3)), method=method)
+        res[method] = _run(cap, lm, batch)["layers"]
+        if method == "auto":
+            assert cap._one_pass_ok == {}  # every block went through the attention interface
+    for layer in (1, 3):
+        a, r = res["auto"][layer], res["rounds"][layer]
+        assert a["rows"].tolist() == r["rows"].tolist() == list(range(batch.n_tokens))
+        for name in ("Y", "W", "J"):
+            assert np.abs(a[name] - r[name]).max() <= 1e-5 * np.abs(r[name]).max(), name
+
+
+def test_blocks_without_attention_fall_back_to_one_token_per_pass():
+    model = _LinearModel(d=12, r=3)
+    lm = _fake_lm(model, 12, 3)
+    cap = make_capture(ll.JacobianSketch(k=4, positions="all", layers=(1,)))
+    res = _run(cap, lm, _batch([3, 2]))
+    assert cap._one_pass_ok == {1: False}
+    assert res["layers"][1]["rows"].tolist() == [0, 1, 2, 3, 4]
+
+
+def test_power_iterations_store_factors_of_the_jacobian():
+    d, r = 12, 3
+    model = _LinearModel(d=d, r=r)
+    lm = _fake_lm(model, d, 3)
+    cap = make_capture(ll.JacobianSketch(k=4, positions="last", power_iterations=2, layers=(1,)))
+    res = _run(cap, lm, _batch([5, 3]))
+    arrays = res["layers"][1]
+    assert set(arrays) == {"Q", "B", "rows"} and res["attrs"]["power_iterations"] == 2
+    A = model.model.layers[0].A.detach().numpy()
+    for q, b in zip(arrays["Q"], arrays["B"]):
+        np.testing.assert_allclose(q.T @ q, np.eye(4), atol=1e-6)
+        assert np.abs(q @ b - A).max() <= 1e-6 * np.abs(A).max()
+
+
+def test_power_iterations_find_the_top_singular_vectors(loaded):
+    """On a real (tiny) block, q = 3 power iterations recover the top-4 subspace far better than one pass."""
+    from scipy.linalg import subspace_angles
+
+    from layerlake.queries.jacobians import factors_from_arrays
+    lm = loaded["llama"]
+    batch = _text_batch(lm)
+    angles = {}
+    for q in (0, 3):
+        spec = ll.JacobianSketch(k=12, positions="last", power_iterations=q, exact=True, layers=(2,))
+        cap = make_capture(spec)
+        res = _run(cap, lm, batch)
+        facs = factors_from_arrays(res["attrs"], res["layers"][2])
+        angles[q] = []
+        for f, J in zip(facs, res["layers"][2]["J"]):
+            u = np.linalg.svd(J - np.eye(lm.d_model))[0][:, :4]
+            angles[q].append(np.degrees(subspace_angles(f.top(4)[0], u).max()))
+    assert max(angles[3]) < 10 and max(angles[3]) < min(angles[0])
