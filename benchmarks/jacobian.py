@@ -112,6 +112,12 @@ def main() -> None:
     one = make_capture(ll.JacobianSketch(k=args.k, positions="last", layers=layers[:1]))
     t_one = timed(lambda: sketch(one), args.repeat) - t_fwd
     per_one = t_one / n_tok
+    every = make_capture(ll.JacobianSketch(k=args.k, positions="all", layers=layers[:1]))
+    t_all = timed(lambda: sketch(every), args.repeat) - t_fwd
+    per_all = t_all / batch.n_tokens
+    power = make_capture(ll.JacobianSketch(k=args.k, positions="last", layers=layers[:1], power_iterations=2))
+    t_pow = timed(lambda: sketch(power), args.repeat) - t_fwd
+    per_pow = t_pow / n_tok
 
     with tempfile.TemporaryDirectory() as tmp:
         lake = ll.Lake(Path(tmp) / "lake")
@@ -131,6 +137,10 @@ def main() -> None:
     print(f"  one block only: per (layer, token) {per_one * 1e3:9.1f} ms  = {per_one / t_fwd:6.2f} x forward")
     print(f"one block's forward over the batch   {t_block * 1e3:9.1f} ms; one round (one token per document, "
           f"k+l={args.k + l} products) of one block = {t_one / t_block:5.1f} x that")
+    print(f"  positions='all' (every token in the same pass): per (layer, token) {per_all * 1e3:9.1f} ms  = "
+          f"{per_all / t_fwd:6.3f} x forward ({batch.n_tokens} tokens)")
+    print(f"  power_iterations=2 ({6 * args.k} products): per (layer, token) {per_pow * 1e3:9.1f} ms  = "
+          f"{per_pow / t_fwd:6.2f} x forward")
     print(f"exact J (k+l+d={args.k + l + d} products) per (layer, token) {per_ex * 1e3:9.1f} ms  = "
           f"{per_ex / t_fwd:6.2f} x forward; exact / sketch = {per_ex / per_one:5.1f}")
     print(f"storage per (layer, token): raw float32 {raw:,} B ((k+l) d 4 + 8); stored {jbytes / (n_sk * len(layers)):,.0f} B "

@@ -1,40 +1,47 @@
-"""Capture of one-pass Jacobian sketches of transformer blocks (METRICS.md 6.1, 8.1, 8.3).
+"""Capture of Jacobian sketches of transformer blocks (METRICS.md 6.1, 8.1-8.3, 8.5).
 
 For block ``l`` (1..L; ``hidden_states[l-1] -> hidden_states[l]``) and token
 ``t`` of a window, ``J`` is the Jacobian of the block's output at ``t`` with
 respect to that token's own input, every other token's input held fixed,
 attention included (the official paper-5 Jacobian). ``Jres = J - I``. Stored per
-(layer, token): ``Y = Jres Omega`` (k JVPs) and ``W = Psi^T Jres`` (l VJPs) with
-the key's shared Gaussian test matrices (:mod:`layerlake.store.sketch`), and
-the full ``J`` when ``exact=True``. ``J`` is never formed otherwise.
+(layer, token): the one-pass sketch ``Y = Jres Omega`` (k JVPs) and
+``W = Psi^T Jres`` (l VJPs) with the key's shared Gaussian test matrices
+(:mod:`layerlake.store.sketch`); or, with ``power_iterations=q``, ``Q =
+orth((Jres Jres^T)^q Jres Omega)`` and ``B = Q^T Jres``; and the full ``J`` when
+``exact=True``. ``J`` is never formed otherwise.
 
 How: during the forward pass, forward hooks record every block's real call
 (positional and keyword arguments: masks, rotary ``position_embeddings``,
-position ids... and its output). Afterwards the block is re-run on the
-recorded arguments with only the chosen rows replaced: ``f(Z) =
-block(X with X[b, t_b] = Z_b)[b, t_b]`` for one target token per sequence at
-once (sequences do not interact, so the Jacobian of ``f`` is block-diagonal
-over the batch), and ``torch.func.jvp``/``vjp`` under ``vmap`` give the k and
-l products. Scaled-dot-product attention runs with the math kernel during the
-re-run (the fused kernels lack forward-mode AD); where forward mode is
-unavailable anyway, ``J v`` is taken as the VJP of the (linear) VJP map.
+position ids... and its output). Afterwards the block is re-run on the recorded
+arguments, under ``torch.func`` (``jvp``/``vjp`` + ``vmap``), in one of two forms:
+
+- all tokens at once (default where possible, METRICS.md 8.5): transformers'
+  attention function is temporarily replaced by one whose value is the same but
+  in which query ``t`` sees only its own key and value as variables (the other
+  positions' keys/values are constants). The block's Jacobian is then
+  block-diagonal over tokens with blocks ``J_tt``, so one JVP/VJP with a vector
+  at every target token gives all their products. Used when the block's attention
+  goes through ``ALL_ATTENTION_FUNCTIONS`` with ``sdpa`` or ``eager`` (checked by
+  counting calls), else:
+- one target per sequence per pass: ``f(Z) = block(X with X[b, t_b] = Z_b)[b, t_b]``
+  (sequences do not interact, so ``f``'s Jacobian is block-diagonal over the
+  batch); ``positions="all"`` then needs one pass per position.
+
+Scaled-dot-product attention runs with the math kernel during the re-run (the fused
+kernels lack forward-mode AD); where forward mode is unavailable anyway, ``J v``
+is taken as the VJP of the (linear) VJP map. The re-run must reproduce the
+forward pass's ``hidden_states[l]`` at the targets, or the ingest stops.
 
 Block L: where the model's ``hidden_states[L]`` is the final norm of block L's
 output (GPT-2, Llama, GPT-NeoX), the map includes that norm, so ``J`` is always
 ``d hidden_states[l] / d hidden_states[l-1]``; its attrs list it in
 ``final_norm_layers`` (METRICS.md 6.1 recommends leaving it out of coupling).
-
-Cost: per round (one target per sequence) and layer, one block forward plus
-k tangent and l cotangent passes over the whole batch; ``positions="all"`` needs
-one round per position (the straightforward per-token re-run; the one-pass
-all-tokens form of METRICS.md 8.5 is not implemented). Products run in the
-model's dtype and are stored as float32.
+Products run in the model's dtype and are stored as float32.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import logging
 from typing import Any, Iterator, Sequence
@@ -48,6 +55,7 @@ from ..store.sketch import sketch_attrs, sketch_key, sketch_matrices
 from ..store.specs import JacobianSketch
 from .batching import Batch, Window
 from .models import LoadedModel
+from .own_token_attention import OnePassUnsupported, math_attention, own_token_attention
 
 log = logging.getLogger(__name__)
 
@@ -309,7 +317,7 @@ class JacobianCapture:
         round_rows = np.asarray([row for r in sorted(rounds) for _, _, row in rounds[r]], dtype=np.int64)
         order = np.argsort(round_rows, kind="stable")
         layers_out: dict[int, dict[str, np.ndarray]] = {}
-        with torch.inference_mode(False), torch.no_grad(), _math_attention():
+        with torch.inference_mode(False), torch.no_grad(), math_attention():
             memo: dict[int, Any] = {}
             for layer in self.layers:
                 args, kwargs, output = rec.calls[layer - 1]
@@ -346,7 +354,7 @@ class JacobianCapture:
         with torch.inference_mode():
             hs = lm.model(input_ids=ids, attention_mask=mask, use_cache=False, output_hidden_states=True).hidden_states
         out = {}
-        with torch.inference_mode(False), _math_attention():
+        with torch.inference_mode(False), math_attention():
             memo: dict[int, Any] = {}
             for layer in self.layers:
                 args, kwargs, output = rec.calls[layer - 1]
@@ -377,7 +385,7 @@ class JacobianCapture:
             with torch.inference_mode():
                 try:
                     ok = _close(norm(out), target)
-                except Exception:  # not a norm with that call signature
+                except (TypeError, RuntimeError, ValueError):  # not a norm taking one tensor of this shape
                     ok = False
             if ok:
                 log.info("block %d of %s: hidden_states[%d] is %s(block output); the sketch includes it",
@@ -440,7 +448,7 @@ class JacobianCapture:
         ti = torch.tensor([t for _, t, _ in targets], device=X.device)
         chunk = self._chunk(tuple(X.shape), X, lm)
         try:
-            with _own_token_attention(lm.model, calls):
+            with own_token_attention(lm.model, calls):
                 primal, vjp_fn = vjp(F, X)
                 if calls[0] == 0:
                     return None
@@ -458,7 +466,7 @@ class JacobianCapture:
                     return vmap(lambda u: vjp_fn(u)[0], chunk_size=chunk)(scatter(U))[:, bi, ti].float() - U
 
                 out = self._sketch_ops(jmul, jtmul, len(targets), X.device)
-        except _OnePassUnsupported as exc:
+        except OnePassUnsupported as exc:
             log.info("block %d: one-pass sketch unavailable (%s)", layer, exc)
             return None
         out["rows"] = np.asarray([row for _, _, row in targets], dtype=np.int64)
@@ -585,87 +593,6 @@ class JacobianCapture:
         return int(max(1, min(1024, budget // max(per, 1))))
 
 
-class _OnePassUnsupported(Exception):
-    """The block's attention cannot be rewritten for the one-pass sketch; fall back to rounds."""
-
-
-_UNSUPPORTED_ATTENTION_KWARGS = ("s_aux", "sinks", "alibi", "position_bias")
-
-
-@contextlib.contextmanager
-def _own_token_attention(model: Any, calls: list[int]) -> Iterator[None]:
-    """Temporarily route transformers' attention through :func:`_own_token_attention_fn`.
-
-    Replaces the model's attention implementation (``sdpa`` or ``eager``) in the
-    global ``ALL_ATTENTION_FUNCTIONS`` for the duration (restored in ``finally``);
-    ``calls[0]`` counts the calls, so a block whose attention bypasses the
-    interface (no call) is detected and sketched per token instead.
-    """
-    try:
-        from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-    except ImportError:
-        raise _OnePassUnsupported("transformers has no attention interface") from None
-    cfgs = [getattr(model, "config", None)]
-    if hasattr(cfgs[0], "get_text_config"):
-        cfgs.append(cfgs[0].get_text_config())
-    names = sorted({getattr(c, "_attn_implementation", None) or "eager" for c in cfgs if c is not None})
-    if any(n not in ("sdpa", "eager") for n in names):
-        raise _OnePassUnsupported(f"attention implementation {names}")
-    local = getattr(ALL_ATTENTION_FUNCTIONS, "_local_mapping", None)
-    if local is None:
-        raise _OnePassUnsupported("unknown AttentionInterface layout")
-    saved = {n: local[n] for n in names if n in local}
-    try:
-        for n in names:
-            local[n] = functools.partial(_own_token_attention_fn, calls=calls, implementation=n)
-        yield
-    finally:
-        for n in names:
-            if n in saved:
-                local[n] = saved[n]
-            else:
-                local.pop(n, None)
-
-
-def _own_token_attention_fn(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                            attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
-                            is_causal: bool | None = None, *, calls: list[int], implementation: str,
-                            **kwargs: Any) -> tuple[torch.Tensor, None]:
-    """Attention whose primal equals sdpa/eager, but query t sees only its own key/value as variables.
-
-    ``query`` ``[B, H, T, dh]``, ``key``/``value`` ``[B, Hkv, T, dh]``; scores
-    ``q_t . k_s`` use detached ``k_s`` except on the diagonal (where ``k_t``'s path
-    is added with zero primal), the output mixes
-    detached ``v_s`` plus ``p_tt (v_t - v_t.detach())``. Returns ``[B, T, H, dh]``.
-    """
-    calls[0] += 1
-    bad = [k for k in _UNSUPPORTED_ATTENTION_KWARGS if kwargs.get(k) is not None]
-    if bad or dropout or query.shape[2] != key.shape[2] or kwargs.get("softcap"):
-        raise _OnePassUnsupported(f"attention arguments {bad or 'dropout/softcap/cache'}")
-    if key.shape[1] != query.shape[1]:
-        rep = query.shape[1] // key.shape[1]
-        key, value = key.repeat_interleave(rep, dim=1), value.repeat_interleave(rep, dim=1)
-    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
-    kd, vd = key.detach(), value.detach()
-    scores = (query @ kd.transpose(-1, -2)) * scale
-    own_k = (query.detach() * key).sum(-1) * scale  # the key path of the own score (q's path is in `scores`)
-    scores = scores + torch.diag_embed(own_k - own_k.detach())
-    t = query.shape[2]
-    if attention_mask is not None:
-        m = attention_mask[..., :t, :t] if attention_mask.dim() == 4 else attention_mask
-        if m.dtype == torch.bool:
-            scores = scores.masked_fill(~m, torch.finfo(scores.dtype).min)
-        else:
-            scores = scores + m.to(scores.dtype)
-    elif implementation == "sdpa" and t > 1 and (is_causal if is_causal is not None
-                                                  else getattr(module, "is_causal", True)):
-        causal = torch.ones(t, t, dtype=torch.bool, device=scores.device).triu(1)
-        scores = scores.masked_fill(causal, torch.finfo(scores.dtype).min)
-    probs = torch.softmax(scores.float(), dim=-1).to(query.dtype)
-    out = probs @ vd + probs.diagonal(dim1=-2, dim2=-1)[..., None] * (value - vd)
-    return out.transpose(1, 2).contiguous(), None
-
-
 def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
     if a.shape != b.shape:
         return False
@@ -673,15 +600,3 @@ def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
     tol = 1e-3 if a.dtype in (torch.float32, torch.float64) else 3e-2
     scale = float(b32.abs().max()) if b32.numel() else 0.0
     return bool((a32 - b32).abs().max() <= tol * max(scale, 1.0)) if a32.numel() else True
-
-
-@contextlib.contextmanager
-def _math_attention() -> Iterator[None]:
-    """SDPA with the math kernel (composite ops: forward- and reverse-mode AD everywhere)."""
-    try:
-        from torch.nn.attention import SDPBackend, sdpa_kernel
-    except ImportError:  # older torch
-        yield
-        return
-    with sdpa_kernel([SDPBackend.MATH]):
-        yield
