@@ -20,6 +20,7 @@ Writes docs/img/jacobian_*.png and prints the numbers (docs/reproductions_jacobi
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import sys
@@ -83,6 +84,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--lake", default=None)
     ap.add_argument("--img", default=str(ROOT / "docs" / "img"))
+    ap.add_argument("--exact-blocks", default="10,11,12,13,20",
+                    help="check: exact Jacobians (d VJPs each) at these blocks for --exact-prompts prompts ('' = skip)")
+    ap.add_argument("--exact-prompts", type=int, default=4)
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -96,31 +100,35 @@ def main() -> None:
     L = trained.n_layers
     torch.manual_seed(0)
     random = LlamaForCausalLM(trained.model.config).eval()
+    # a fresh tokenizer copy per model: using a tokenizer (truncation settings) changes its hash today
+    tokenizers = {"trained": trained.tokenizer, "random": copy.deepcopy(trained.tokenizer)}
     spec = ll.JacobianSketch(k=args.k, positions="last", power_iterations=args.power, layers=tuple(range(1, L)))
     texts = PROMPTS[: args.prompts]
     timing = {}
     for name, model in (("trained", trained.model), ("random", random)):
         t0 = time.perf_counter()
-        lake.ingest(model, texts, tokenizer=trained.tokenizer, model_name=name, dataset="p", dtype="float32",
+        lake.ingest(model, texts, tokenizer=tokenizers[name], model_name=name, dataset="p", dtype="float32",
                     jacobian=spec, progress=False)
         timing[name] = time.perf_counter() - t0
     blocks = list(range(1, L))  # leave out block L (it includes the final norm)
     res: dict[str, dict] = {}
     for name in ("trained", "random"):
-        c = compute_jacobian_metric(lake, "coupling", "p", model=name, layers=blocks, K=args.K)
+        c = compute_jacobian_metric(lake, "coupling", "p", model=name, layers=blocks, K=args.K, sketch=spec)
         mat = c.sort(["layer", "layer2"])["value"].to_numpy().reshape(len(blocks), len(blocks))
-        score = compute_jacobian_metric(lake, "jacobian_coupling_score", "p", model=name, layers=blocks, K=args.K)
-        tsv = compute_jacobian_metric(lake, "top_singular_values", "p", model=name, layers=blocks, K=1)
+        score = compute_jacobian_metric(lake, "jacobian_coupling_score", "p", model=name, layers=blocks, K=args.K,
+                                        sketch=spec)
+        tsv = compute_jacobian_metric(lake, "top_singular_values", "p", model=name, layers=blocks, K=1, sketch=spec)
         trajs = trajectories(lake, name, L)
         inner = [t[1:L] for t in trajs]  # layers 1..L-1: no embeddings, no final norm
         lss = np.concatenate([line_shape_score_per_token(t) for t in inner])
         lss_prefix = [float(np.mean(np.concatenate([line_shape_score_per_token(t[: l + 1]) for t in inner])))
                       for l in range(1, L - 1)]
-        norms = np.stack([np.linalg.norm(t, axis=2).mean(axis=1) for t in trajs]).mean(axis=0)  # [L+1]
+        all_norms = np.concatenate([np.linalg.norm(t, axis=2) for t in trajs], axis=1)  # [L+1, tokens]
+        norms, norms_median = all_norms.mean(axis=1), np.median(all_norms, axis=1)
         growth = np.concatenate([growth_rate_per_token(t) for t in trajs])  # excludes layer 0 and L
         res[name] = {"coupling": mat, "score": float(score["value"][0]), "s1": tsv.sort("layer")["value"].to_numpy(),
                      "lss": float(np.mean(lss)), "lss_median": float(np.median(lss)), "lss_prefix": lss_prefix,
-                     "norms": norms, "growth": float(np.mean(growth)), "n_tokens": int(len(lss)),
+                     "norms": norms, "norms_median": norms_median, "growth": float(np.mean(growth)), "n_tokens": int(len(lss)),
                      "n_jac": int(c["n"][0])}
 
     img = Path(args.img)
@@ -138,13 +146,14 @@ def main() -> None:
     plt.close(fig)
 
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.8), constrained_layout=True)
-    for name, style in (("trained", "-o"), ("random", "-s")):
+    for name, style, color in (("trained", "-o", "C0"), ("random", "-s", "C1")):
         r = res[name]
-        axes[0].plot(range(2, L), r["lss_prefix"], style, ms=3, label=name)
-        axes[1].semilogy(range(0, L + 1), r["norms"], style, ms=3, label=name)
-        axes[2].plot(blocks, 1.0 / r["s1"], style, ms=3, label=name)
+        axes[0].plot(range(2, L), r["lss_prefix"], style, ms=3, color=color, label=name)
+        axes[1].semilogy(range(L + 1), r["norms"], style, ms=3, color=color, label=f"{name} (mean)")
+        axes[1].semilogy(range(L + 1), r["norms_median"], "--", color=color, alpha=0.7, label=f"{name} (median)")
+        axes[2].plot(blocks, 1.0 / r["s1"], style, ms=3, color=color, label=name)
     axes[0].set(title="LSS of the trajectory over layers 1..l", xlabel="l", ylabel="LSS (1 = straight)")
-    axes[1].set(title="mean ||x^l|| (log scale)", xlabel="layer l")
+    axes[1].set(title="||x^l|| over tokens (log scale)", xlabel="layer l")
     axes[2].set(title="1 / top singular value of Jres^l", xlabel="block l")
     for ax in axes:
         ax.legend()
@@ -160,12 +169,30 @@ def main() -> None:
     for name, r in res.items():
         print(f"| {name} | {r['score']:.3f} | {r['lss']:.2f} ({r['lss_median']:.2f}) | {r['growth']:.3f} | "
               f"{np.mean(r['s1']):.3g} |")
+    if args.exact_blocks:
+        eb = [int(b) for b in args.exact_blocks.split(",")]
+        exact_spec = ll.JacobianSketch(k=1, positions="last", layers=tuple(eb), exact=True)
+        print(f"check at blocks {eb}, last token of {args.exact_prompts} prompts: m_K from the stored sketches vs "
+              "from exact Jacobians (d VJPs) + full SVD")
+        print("| model | mean off-diag m_K, sketch | mean off-diag m_K, exact | max abs diff |")
+        print("|---|---|---|---|")
+        for name, model in (("trained", trained.model), ("random", random)):
+            lake.ingest(model, texts[: args.exact_prompts], tokenizer=tokenizers[name], model_name=name,
+                        dataset="check", dtype="float32", jacobian=exact_spec, progress=False)
+            got = {}
+            for how, kw in (("sketch", {"sketch": spec}), ("exact", {"sketch": exact_spec, "exact": True})):
+                c = compute_jacobian_metric(lake, "coupling", "check", model=name, layers=eb, K=args.K, **kw)
+                got[how] = c.sort(["layer", "layer2"])["value"].to_numpy().reshape(len(eb), len(eb))
+            off = ~np.eye(len(eb), dtype=bool)
+            print(f"| {name} | {got['sketch'][off].mean():.3f} | {got['exact'][off].mean():.3f} | "
+                  f"{np.abs(got['sketch'] - got['exact'])[off].max():.3f} |")
     for name, r in res.items():
         m = r["coupling"]
         near = np.mean([m[i, i + 1] for i in range(len(m) - 1)] + [m[i + 1, i] for i in range(len(m) - 1)])
         print(f"{name}: adjacent-block m_K {near:.3f}; first/last row means {m[0][1:].mean():.3f} / "
               f"{m[-1][:-1].mean():.3f}; norms at layers 1, L/2, L-1: {r['norms'][1]:.3g}, "
-              f"{r['norms'][L // 2]:.3g}, {r['norms'][L - 1]:.3g}; s1 by block: "
+              f"{r['norms'][L // 2]:.3g}, {r['norms'][L - 1]:.3g} (median {r['norms_median'][1]:.3g}, "
+              f"{r['norms_median'][L // 2]:.3g}, {r['norms_median'][L - 1]:.3g}); s1 by block: "
               + ", ".join(f"{x:.3g}" for x in r["s1"][[0, L // 4, L // 2, 3 * L // 4, L - 2]]))
 
 

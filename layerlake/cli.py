@@ -60,8 +60,12 @@ def _add_ingest(sub: Any) -> None:
     p.add_argument("--batch-tokens", type=int, help="padded tokens per forward batch (default 4096 CPU, 32768 GPU)")
     p.add_argument("--jacobian-k", type=int, help="store one-pass Jacobian sketches with k columns (e.g. 21)")
     p.add_argument("--jacobian-l", type=int, help="rows of the co-range sketch (default 2k+1)")
-    p.add_argument("--jacobian-positions", default="last", help="'last' (default), 'all' or N sampled per document")
+    p.add_argument("--jacobian-positions", default="last",
+                   help="'last' (default), 'all', N sampled per document, or explicit positions like 0,-1 ('5,' for one)")
     p.add_argument("--jacobian-layers", default="all", help="blocks to sketch: 'all' or e.g. 1,6,12")
+    p.add_argument("--jacobian-power", type=int, default=0,
+                   help="power iterations (0 = one-pass sketch; 2-4 for accurate top singular vectors, docs/jacobians.md)")
+    p.add_argument("--jacobian-exact", action="store_true", help="also store full d x d Jacobians (small models only)")
     p.add_argument("--executor", default="local", choices=["local", "ray"], help="local (default) or ray")
     p.add_argument("--address", help="Ray cluster address (--executor ray)")
     p.add_argument("--num-workers", type=int, help="Ray workers (--executor ray)")
@@ -76,7 +80,8 @@ def _cmd_ingest(args: Any) -> int:
     jac = None
     if args.jacobian_k:
         jac = JacobianSketch(k=args.jacobian_k, l=args.jacobian_l, positions=args.jacobian_positions,
-                             layers=args.jacobian_layers)
+                             layers=args.jacobian_layers, power_iterations=args.jacobian_power,
+                             exact=args.jacobian_exact)
     opts: dict[str, Any] = {}
     if args.executor == "ray":
         opts["executor_options"] = {k: v for k, v in (("address", args.address), ("num_workers", args.num_workers),

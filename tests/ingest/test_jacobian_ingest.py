@@ -113,10 +113,12 @@ def test_cli_jacobian_flags(tmp_path, tiny_neox):
     corpus.write_text("\n".join(TEXTS) + "\n")
     lake_dir = tmp_path / "lake"
     ok = _cli("ingest", str(tiny_neox), str(corpus), "--lake", str(lake_dir), "--dataset", "c", "--layers", "0",
-              "--jacobian-k", "3", "--jacobian-l", "5", "--jacobian-positions", "0,-1", "--jacobian-layers", "2,3")
+              "--jacobian-k", "3", "--jacobian-l", "5", "--jacobian-positions", "0,-1", "--jacobian-layers", "2,3",
+              "--jacobian-power", "1")
     assert ok.returncode == 0, ok.stderr
     js = ll.Lake(lake_dir).jacobians("c", layer=3, K=3)
     assert len(js) == 6 and js.attrs["l"] == 5 and js.attrs["positions"] == [0, -1]
+    assert js.attrs["power_iterations"] == 1
     bad = _cli("ingest", str(tiny_neox), str(corpus), "--lake", str(lake_dir), "--jacobian-k", "100")
     assert bad.returncode == 2
     assert "k=100 is larger than the hidden size d=64" in bad.stderr and "Traceback" not in bad.stderr
