@@ -53,6 +53,7 @@ class IngestResult:
     shards_written: int
     bytes_written: int
     seconds: float
+    compute_seconds: float = 0.0
 
     @property
     def nothing_computed(self) -> bool:
@@ -144,7 +145,8 @@ def ingest(store: LakeStore, model: Any, data: Any, *, dataset: str | None = Non
         computed_docs=len(computed), reused_docs=reused,
         skipped_empty=corpus.n_empty, duplicates=corpus.n_duplicates, truncated_docs=stats["truncated"],
         computed_tokens=stats["tokens"], layers=layer_list, shards_written=stats["shards"],
-        bytes_written=stats["bytes"], seconds=time.monotonic() - t0)
+        bytes_written=stats["bytes"], seconds=time.monotonic() - t0,
+        compute_seconds=float(stats.get("compute_seconds", 0.0)))
     log.info(result.summary())
     return result
 
@@ -202,9 +204,10 @@ def run_local(store: LakeStore, eid: str, lm: LoadedModel, corpus: Corpus, plan:
               spec: CaptureSpec, *, batch_tokens: int | None, shard_bytes: int,
               progress: bool | None) -> dict[str, int]:
     """Compute every planned group in this process."""
-    stats = {"tokens": 0, "shards": 0, "bytes": 0, "truncated": 0}
+    stats = {"tokens": 0, "shards": 0, "bytes": 0, "truncated": 0, "compute_seconds": 0.0}
     if not plan:
         return stats
+    t_start = time.monotonic()
     token_text = token_text_table(lm.tokenizer)
     total_docs = sum(len(g) for g in plan.values())
     jac_capture = _jacobian_capture(spec)
@@ -237,6 +240,7 @@ def run_local(store: LakeStore, eid: str, lm: LoadedModel, corpus: Corpus, plan:
             except BaseException:
                 writer.abort()
                 raise
+    stats["compute_seconds"] = time.monotonic() - t_start
     return stats
 
 
