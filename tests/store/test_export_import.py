@@ -244,20 +244,18 @@ def test_import_into_read_only_lake_and_export_into_read_only(exported: Path, so
     assert ll.Lake(tmp_path / "from-ro", mode="r").datasets() == ["wiki"]
 
 
-def test_cli_export_import(source: ll.Lake, tmp_path: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "LAYERLAKE_PROGRESS": "0"}
-    run = lambda *a: subprocess.run([sys.executable, "-m", "layerlake", *a], env=env, capture_output=True,
-                                    text=True, cwd=ROOT, timeout=120)
-    r = run("export", "--lake", str(tmp_path / "src"), "--dataset", "wiki", "--model", MODEL, "--layers", "0,2",
-            "--out", str(tmp_path / "exp"), "--license", "MIT", "--description", "tiny")
-    assert r.returncode == 0, r.stderr
-    assert "exported dataset 'wiki'" in r.stdout
-    r = run("import", str(tmp_path / "exp"), "--lake", str(tmp_path / "dst"))
-    assert r.returncode == 0, r.stderr
-    assert "verified" in r.stdout
+def test_cli_export_import(source: ll.Lake, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from layerlake.cli import main
+    assert main(["export", "--lake", str(tmp_path / "src"), "--dataset", "wiki", "--model", MODEL, "--layers", "0,2",
+                 "--out", str(tmp_path / "exp"), "--license", "MIT", "--description", "tiny"]) == 0
+    assert "exported dataset 'wiki'" in capsys.readouterr().out
+    assert main(["import", str(tmp_path / "exp"), "--lake", str(tmp_path / "dst")]) == 0
+    assert "verified" in capsys.readouterr().out
     dst = ll.Lake(tmp_path / "dst", mode="r")
     assert dst.extractions()["layers"].to_list() == [[0, 2]]
     _flip_byte(next((tmp_path / "exp").rglob("tokens.parquet")), 10)
-    r = run("import", str(tmp_path / "exp"), "--lake", str(tmp_path / "dst2"))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "LAYERLAKE_PROGRESS": "0"}
+    r = subprocess.run([sys.executable, "-m", "layerlake", "import", str(tmp_path / "exp"), "--lake",
+                        str(tmp_path / "dst2")], env=env, capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert r.returncode == 1 and "tokens.parquet" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "dst2").exists()
