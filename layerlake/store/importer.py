@@ -545,10 +545,12 @@ def _merge_dataset(target: LakeStore, ve: VerifiedExport, name: str, ds: SourceD
         lrel = ("datasets", name, "links", f"{eid}.json")
         record = {k: v for k, v in rec.items() if k not in ("extraction", "dataset", "updated")}
         if fs.exists(*lrel):
-            old = fs.read_json(*lrel)
-            merged = {**{k: v for k, v in old.items() if k not in ("extraction", "dataset", "updated")}}
+            old = {k: v for k, v in fs.read_json(*lrel).items() if k not in ("extraction", "dataset", "updated")}
+            merged = dict(old)
             merged["layers"] = sorted(set(old.get("layers") or []) | set(record.get("layers") or []))
             merged["n_docs"] = target.dataset_table(name).num_rows
+            if merged == old:
+                continue
             record = merged
         undo.replacing(*lrel)
         target.link_dataset(name, eid, record)

@@ -37,21 +37,24 @@ def n_tokens(h: str) -> int:
     return 3 + _seed(h) % 7
 
 
-def vectors(h: str, layer: int, d: int) -> np.ndarray:
-    return np.random.default_rng(_seed(h, layer)).standard_normal((n_tokens(h), d)).astype(np.float32)
+def vectors(h: str, layer: int, d: int, salt: str = FINGERPRINT) -> np.ndarray:
+    seed = _seed(h, layer) if salt == FINGERPRINT else _seed(h, layer, salt)
+    return np.random.default_rng(seed).standard_normal((n_tokens(h), d)).astype(np.float32)
 
 
-def make_extraction(lake: ll.Lake, *, d: int = 8, n_layers: int = 4, dtype: str = "float16") -> str:
-    lake.store.create_extraction(EID, {
-        "model": {"fingerprint": FINGERPRINT, "model": MODEL, "model_class": "SyntheticForCausalLM",
+def make_extraction(lake: ll.Lake, *, d: int = 8, n_layers: int = 4, dtype: str = "float16",
+                    fingerprint: str = FINGERPRINT, model: str = MODEL) -> str:
+    eid = extraction_id(fingerprint, CAPTURE)
+    lake.store.create_extraction(eid, {
+        "model": {"fingerprint": fingerprint, "model": model, "model_class": "SyntheticForCausalLM",
                   "weights_hash": "a" * 32, "tokenizer_hash": "b" * 32, "config_hash": "c" * 32, "revision": None},
         "capture": CAPTURE, "d_model": d, "n_layers": n_layers, "is_causal": True, "dtype": dtype})
-    lake.store.add_alias(EID, MODEL)
-    return EID
+    lake.store.add_alias(eid, model)
+    return eid
 
 
 def shard_data(hashes: Sequence[str], layers: Iterable[int], *, d: int = 8, dtype: str = "float16",
-               jacobian: bool = False) -> ShardData:
+               jacobian: bool = False, salt: str = FINGERPRINT) -> ShardData:
     layers = sorted(layers)
     docs: dict[str, list[Any]] = {k: [] for k in ("doc_hash", "window", "char_offset", "n_tokens", "row_start",
                                                    "truncated")}
@@ -68,7 +71,7 @@ def shard_data(hashes: Sequence[str], layers: Iterable[int], *, d: int = 8, dtyp
                          ("token", f"t{tid}"), ("nll", float(_seed(h, "nll", p) % 1000) / 100.0)):
                 tok[k].append(v)
         row += n
-    hidden = {l: to_physical(np.concatenate([vectors(h, l, d) for h in hashes]), dtype) for l in layers}
+    hidden = {l: to_physical(np.concatenate([vectors(h, l, d, salt) for h in hashes]), dtype) for l in layers}
     jac = {}
     if jacobian:
         last_rows = np.cumsum([n_tokens(h) for h in hashes]).astype(np.int64) - 1
@@ -81,13 +84,14 @@ def shard_data(hashes: Sequence[str], layers: Iterable[int], *, d: int = 8, dtyp
 
 def synthetic_lake(where: Any, datasets: dict[str, list[str]], *, layers: Iterable[int] = (0, 1, 2),
                    d: int = 8, shard_docs: int = 3, dtype: str = "float16", jacobian: bool = False,
-                   storage_options: dict[str, Any] | None = None, lake: ll.Lake | None = None) -> ll.Lake:
+                   storage_options: dict[str, Any] | None = None, lake: ll.Lake | None = None,
+                   fingerprint: str = FINGERPRINT, model: str = MODEL) -> ll.Lake:
     """A lake holding ``datasets`` (name -> texts) in one extraction, ``shard_docs`` documents per shard.
 
     Documents already stored (with those layers) are not written again.
     """
     lake = lake or ll.Lake(os.fspath(where) if isinstance(where, Path) else where, storage_options=storage_options)
-    eid = make_extraction(lake, d=d, dtype=dtype)
+    eid = make_extraction(lake, d=d, dtype=dtype, fingerprint=fingerprint, model=model)
     layers = sorted(layers)
     have = lake.store.covered_docs(eid, layers) if lake.store.commit_ids(eid) else set()
     todo: list[str] = []
@@ -98,11 +102,11 @@ def synthetic_lake(where: Any, datasets: dict[str, list[str]], *, layers: Iterab
                 todo.append(h)
     for i in range(0, len(todo), shard_docs):
         write_shard(lake.store.fs, eid, shard_data(todo[i:i + shard_docs], layers, d=d, dtype=dtype,
-                                                   jacobian=jacobian))
+                                                   jacobian=jacobian, salt=fingerprint))
     for name, docs in datasets.items():
         lake.store.write_dataset(name, pa.table({"doc_hash": [doc_hash(t) for t in docs], "text": docs,
                                                  "source": [f"src{i % 3}" for i in range(len(docs))]}))
-        lake.store.link_dataset(name, eid, {"model": MODEL, "layers": layers, "n_docs": len(docs)})
+        lake.store.link_dataset(name, eid, {"model": model, "layers": layers, "n_docs": len(docs)})
     return lake
 
 

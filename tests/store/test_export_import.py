@@ -259,3 +259,25 @@ def test_cli_export_import(source: ll.Lake, tmp_path: Path, capsys: pytest.Captu
                         str(tmp_path / "dst2")], env=env, capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert r.returncode == 1 and "tokens.parquet" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "dst2").exists()
+
+
+def test_export_several_models_or_one(tmp_path: Path) -> None:
+    lake = synthetic_lake(tmp_path / "src", {"wiki": texts(4)})
+    synthetic_lake(None, {"wiki": texts(4)}, lake=lake, fingerprint="e" * 32, model="other/model", layers=(0, 3))
+    both = lake.export("wiki", tmp_path / "both")
+    assert len(both.extractions) == 2
+    exp = ll.Lake(tmp_path / "both", mode="r")
+    for model in (MODEL, "other/model"):
+        assert np.array_equal(exp.read_vectors("wiki", model=model, layers=0),
+                              lake.read_vectors("wiki", model=model, layers=0))
+    card = (tmp_path / "both" / "README.md").read_text()
+    assert MODEL in card and "other/model" in card
+    one = lake.export("wiki", tmp_path / "one", model="other/model")
+    assert one.extractions == [lake.extraction_id("wiki", "other/model")]
+    assert ll.Lake(tmp_path / "one", mode="r").extractions()["layers"].to_list() == [[0, 3]]
+    target = ll.Lake(tmp_path / "dst")
+    target.import_(tmp_path / "one")
+    target.import_(tmp_path / "both")                 # the second model's data is already there
+    assert target.extractions().height == 2
+    for eid in target.store.extraction_ids():
+        assert set(stored_pairs(target, eid).values()) == {1}
