@@ -25,9 +25,9 @@ from ..errors import NotFoundError, SpecError
 from ..progress import track
 from .catalog import LakeStore
 from .fs import canonical_json
+from .shards import write_shard
 from .specs import parse_layers
 from .subset import ShardPick, plan_picks, read_subset
-from .shards import write_shard
 from .transfer import copy_file, sha256_file
 
 log = logging.getLogger(__name__)
@@ -206,10 +206,10 @@ def dataset_card(store: LakeStore, target: LakeStore, dataset: str, eids: list[s
         (description or "_No corpus description was given (`layerlake export --description ...`)._"), "",
         f"- **License of the corpus and derived data:** {license or 'not specified (`--license`)'}",
         f"- **Documents:** {table.num_rows:,}; **tokens:** {n_tokens:,}",
-        f"- **Contents:** {'hidden states, per-token losses' if vectors else 'tokens and per-token losses only'}"
-        f" for {len(eids)} extraction(s); {total / 1e6:,.1f} MB of shards",
+        (f"- **Contents:** {'hidden states, per-token losses' if vectors else 'tokens and per-token losses only'}"
+         f" for {len(eids)} extraction(s); {total / 1e6:,.1f} MB of shards"),
         f"- **Exported:** {_now()} by layerlake {_version()}",
-        f"- **Metadata columns:** {', '.join(c for c in table.column_names if c not in ('ordinal', 'doc_hash')) }",
+        f"- **Metadata columns:** {', '.join(c for c in table.column_names if c not in ('ordinal', 'doc_hash'))}",
         "",
         "## Extractions", "",
     ]

@@ -113,13 +113,6 @@ def collect_garbage(store: LakeStore, *, grace_seconds: float = DEFAULT_GRACE_SE
         newest = stats.newest(prefix)
         return newest is not None and now - newest >= grace_seconds
 
-    for rel, (nbytes, mtime) in sorted(listing.items()):
-        if posixpath.basename(rel).startswith(".tmp-"):
-            if mtime is not None and now - mtime >= grace_seconds:
-                items.append(GCItem("temp-file", rel, nbytes, "temporary file of an interrupted write"))
-            else:
-                young += 1
-
     referenced: set[str] = set()
     linked: set[str] = set()
     for name in store.dataset_names():
@@ -160,6 +153,15 @@ def collect_garbage(store: LakeStore, *, grace_seconds: float = DEFAULT_GRACE_SE
         young += spared
         if has_meta:
             live_eids.add(eid)
+
+    removed_dirs = tuple(i.path + "/" for i in items)
+    for rel, (nbytes, mtime) in sorted(listing.items()):
+        if not posixpath.basename(rel).startswith(".tmp-") or rel.startswith(removed_dirs):
+            continue
+        if mtime is not None and now - mtime >= grace_seconds:
+            items.append(GCItem("temp-file", rel, nbytes, "temporary file of an interrupted write"))
+        else:
+            young += 1
 
     for rel, (nbytes, mtime) in sorted(listing.items()):
         if not rel.startswith("metrics/") or posixpath.basename(rel).startswith(".tmp-"):

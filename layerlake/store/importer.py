@@ -37,11 +37,11 @@ import pyarrow.parquet as pq
 
 from ..errors import FormatVersionError, IntegrityError, NotFoundError
 from ..progress import track
-from .catalog import FORMAT_NAME, FORMAT_VERSION, DATASET_NAME_RE, LakeStore
+from .catalog import DATASET_NAME_RE, FORMAT_NAME, FORMAT_VERSION, LakeStore
 from .export import EXPORT_FORMAT, EXPORT_VERSION, MANIFEST_NAME
 from .fs import LakeFS
 from .hashing import doc_hash, extraction_id, json_hash
-from .safety import (EXTRACTION_ID_RE, SHARD_ID_RE, check_name, check_relpath, check_zarr_metadata)
+from .safety import SHARD_ID_RE, check_name, check_relpath, check_zarr_metadata
 from .shards import DOCS_SCHEMA, TOKENS_SCHEMA, commit_shard, write_shard
 from .subset import read_subset
 from .transfer import copy_file, write_file

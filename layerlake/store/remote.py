@@ -9,7 +9,6 @@ them. It imports no query engine.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from .fs import LakeFS
 

@@ -164,3 +164,11 @@ def test_cli_runs_as_a_module(lake: ll.Lake, tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-m", "layerlake", "gc", "--lake", str(tmp_path / "lake"), "--dry-run"],
                        env=env, capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert r.returncode == 0 and "nothing to remove" in r.stdout, r.stderr
+
+
+def test_temp_files_inside_an_orphan_shard_are_counted_once(lake: ll.Lake, tmp_path: Path) -> None:
+    orphan = tmp_path / "lake" / "extractions" / EID / "shards" / "20200101T000000-0123456789"
+    orphan.mkdir(parents=True)
+    (orphan / ".tmp-x1").write_bytes(b"z" * 50)       # killed while writing its first file
+    report = lake.gc(grace_seconds=0)
+    assert [(i.kind, i.bytes) for i in report.items] == [("orphan-shard", 50)] and not orphan.exists()

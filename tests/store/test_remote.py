@@ -124,3 +124,19 @@ def test_s3_rm_and_gc(s3) -> None:
     assert [i.kind for i in report.items] == ["unreferenced-shard"] and report.bytes_freed > 0
     again = ll.Lake(f"{bucket}/lake", mode="r", storage_options=opts)
     assert again.verify() == [] and again.read_vectors("news", layers=1).shape[0] > 0
+
+
+def test_cli_on_s3_with_credentials_from_the_environment(s3, monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    bucket, opts = s3
+    synthetic_lake(f"{bucket}/lake", {"wiki": texts(4)}, storage_options=opts)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", opts["key"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", opts["secret"])
+    monkeypatch.setenv("AWS_ENDPOINT_URL", opts["client_kwargs"]["endpoint_url"])
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    from layerlake.cli import main
+    assert main(["export", "--lake", f"{bucket}/lake", "--dataset", "wiki", "--out", str(tmp_path / "exp")]) == 0
+    assert main(["import", str(tmp_path / "exp"), "--lake", f"{bucket}/copy"]) == 0
+    assert main(["gc", "--lake", f"{bucket}/copy", "--dry-run"]) == 0
+    assert "nothing to remove" in capsys.readouterr().out
+    assert ll.Lake(f"{bucket}/copy", mode="r", storage_options=opts).datasets() == ["wiki"]
