@@ -127,12 +127,39 @@ def print_summary(info: dict[str, Any]) -> None:
                   str(e["d_model"]), str(e["dtype"]), f"{e['documents']:,}", f"{e['tokens']:,}",
                   f"{e['bytes'] / 1e6:,.1f}")
     con.print(t)
+    t = Table(title="provenance")
+    for col in ("extraction", "model class", "weights", "tokenizer", "capture", "created"):
+        t.add_column(col)
+    for e in info["extractions"]:
+        t.add_row(e["extraction"], str(e.get("model_class") or "-"), (e.get("weights_hash") or "-")[:12],
+                  (e.get("tokenizer_hash") or "-")[:12], _short_capture(e.get("capture")),
+                  str(e.get("created") or "-"))
+    con.print(t)
     t = Table(title="datasets")
     for col in ("dataset", "documents", "models"):
         t.add_column(col)
     for d in info["datasets"]:
         t.add_row(d["dataset"], f"{d['documents']:,}", ", ".join(d["models"]))
     con.print(t)
+
+
+def _short_capture(capture: Any) -> str:
+    """``{'max_length': 256, ...}`` (or its str form) -> ``len=256 truncate float16``."""
+    if isinstance(capture, str):
+        import ast
+        try:
+            capture = ast.literal_eval(capture)
+        except (ValueError, SyntaxError):
+            return capture
+    if not isinstance(capture, dict):
+        return "-"
+    parts = [f"len={capture.get('max_length')}", str(capture.get("overflow"))]
+    if capture.get("overflow") == "window":
+        parts.append(f"stride={capture.get('stride')}")
+    parts.append(str(capture.get("dtype")))
+    if capture.get("add_special_tokens") is False:
+        parts.append("no-special-tokens")
+    return " ".join(parts)
 
 
 @command
@@ -154,6 +181,93 @@ def _cmd_verify(args: Any) -> int:
         print(f"{len(problems)} problem(s) found in {lake.url}", file=sys.stderr)
         return 1
     print(f"ok: {lake.url} verified ({'manifests and sizes' if args.quick else 'manifests, sizes and checksums'})")
+    return 0
+
+
+# -- export / import / rm / gc ----------------------------------------------------------------
+@command
+def _add_export(sub: Any) -> None:
+    p = sub.add_parser("export", help="write one dataset as a self-contained lake with a card and checksums",
+                       description="Write dataset NAME (all its models, or --model ones; all stored layers, or "
+                                   "--layers) to a new folder or fsspec URL: an ordinary lake holding just that "
+                                   "selection, a dataset card (README.md) and MANIFEST.json with every file's size "
+                                   "and SHA-256. Shards taken whole are copied byte for byte; partial ones are "
+                                   "rewritten from the selected rows.")
+    p.add_argument("--lake", required=True, help="source lake directory or fsspec URL")
+    p.add_argument("--dataset", required=True, help="dataset to export")
+    p.add_argument("--model", action="append", help="model id/path as given at ingest, or extraction id "
+                                                     "(repeat for several; default: every model of the dataset)")
+    p.add_argument("--layers", default="all", help="'all' (default) or comma-separated layers, e.g. 0,6,12")
+    p.add_argument("--no-vectors", action="store_true", help="tokens and losses only (no hidden states or sketches)")
+    p.add_argument("--out", required=True, help="new or empty folder or fsspec URL (e.g. s3://bucket/share/wiki)")
+    p.add_argument("--license", help="license of the corpus and derived data, for the dataset card")
+    p.add_argument("--description", help="corpus description, for the dataset card")
+    p.set_defaults(func=_cmd_export)
+
+
+def _cmd_export(args: Any) -> int:
+    lake = _lake(args, mode="r")
+    report = lake.export(args.dataset, args.out, model=args.model, layers=args.layers, vectors=not args.no_vectors,
+                         license=args.license, description=args.description)
+    print(report.summary())
+    return 0
+
+
+@command
+def _add_import(sub: Any) -> None:
+    p = sub.add_parser("import", help="verify an export's checksums, then merge it into a lake",
+                       description="Check every file of the export at SRC against its MANIFEST.json (sizes, "
+                                   "SHA-256, paths, manifests) before anything becomes visible, then merge it into "
+                                   "the lake by content: documents and layers already present are not stored "
+                                   "again. On any failure the target lake is left unchanged.")
+    p.add_argument("src", help="export folder or fsspec URL (written by `layerlake export`)")
+    p.add_argument("--lake", required=True, help="target lake directory or fsspec URL (created if missing)")
+    p.set_defaults(func=_cmd_import)
+
+
+def _cmd_import(args: Any) -> int:
+    from .lake import import_lake
+    print(import_lake(args.src, args.lake).summary())
+    return 0
+
+
+@command
+def _add_rm(sub: Any) -> None:
+    p = sub.add_parser("rm", help="remove a dataset (shards stay until gc)",
+                       description="Remove dataset NAME: its document list and links. Stored activations are shared "
+                                   "by content with other datasets, so shards are never deleted here; "
+                                   "`layerlake gc` deletes those no dataset references any more.")
+    p.add_argument("--lake", required=True, help="lake directory or fsspec URL")
+    p.add_argument("--dataset", required=True, help="dataset to remove")
+    p.set_defaults(func=_cmd_rm)
+
+
+def _cmd_rm(args: Any) -> int:
+    print(_lake(args).rm_dataset(args.dataset).summary())
+    return 0
+
+
+@command
+def _add_gc(sub: Any) -> None:
+    p = sub.add_parser("gc", help="delete unreferenced shards, leftovers of interrupted writes and stale caches",
+                       description="Delete shard folders without a commit marker, shards whose documents belong to "
+                                   "no dataset, empty extractions and metric cache entries of extractions that are "
+                                   "gone. Anything younger than --grace-seconds is kept, so a concurrent ingest is "
+                                   "safe. Reports the bytes freed.")
+    p.add_argument("--lake", required=True, help="lake directory or fsspec URL")
+    p.add_argument("--dry-run", action="store_true", help="only report what would be deleted")
+    p.add_argument("--grace-seconds", type=float, default=3600.0,
+                   help="keep anything modified more recently than this (default 3600)")
+    p.set_defaults(func=_cmd_gc)
+
+
+def _cmd_gc(args: Any) -> int:
+    lake = _lake(args, mode="r" if args.dry_run else "a")
+    report = lake.gc(dry_run=args.dry_run, grace_seconds=args.grace_seconds)
+    for item in report.items:
+        print(f"{'would remove' if report.dry_run else 'removed'} {item.kind} {item.path} ({item.bytes:,} bytes): "
+              f"{item.reason}")
+    print(report.summary())
     return 0
 
 

@@ -79,3 +79,42 @@ class Lake:
 
     def extraction_id(self, dataset: str | None = None, model: str | None = None) -> str:
         return self.store.resolve_extraction(dataset, model)
+
+    # -- sharing and housekeeping ------------------------------------------------------------
+    def export(self, dataset: str, out: Any, *, model: str | Sequence[str] | None = None, layers: Any = None,
+               vectors: bool = True, license: str | None = None, description: str | None = None,
+               storage_options: dict[str, Any] | None = None) -> Any:
+        """Write ``dataset`` (``model``'s extractions, ``layers``) as a self-contained lake at ``out``.
+
+        ``out`` is a new or empty folder or fsspec URL; it gets a dataset card
+        (README.md) and a checksum manifest (MANIFEST.json). Returns an ``ExportReport``.
+        """
+        from .store.export import export_dataset
+        return export_dataset(self.store, dataset, out, models=model, layers=layers, vectors=vectors,
+                              license=license, description=description, storage_options=storage_options)
+
+    def import_(self, src: Any, *, storage_options: dict[str, Any] | None = None) -> Any:
+        """Verify every checksum of the export at ``src``, then merge it into this lake by content."""
+        from .store.importer import import_lake as _import
+        return _import(self.store, src, storage_options=storage_options)
+
+    def rm_dataset(self, name: str) -> Any:
+        """Remove dataset ``name``; shards stay until :meth:`gc` finds them unreferenced."""
+        from .store.gc import remove_dataset
+        return remove_dataset(self.store, name)
+
+    def gc(self, *, dry_run: bool = False, grace_seconds: float = 3600.0) -> Any:
+        """Delete orphan and unreferenced shards and stale metric cache entries; returns a ``GCReport``."""
+        from .store.gc import collect_garbage
+        return collect_garbage(self.store, dry_run=dry_run, grace_seconds=grace_seconds)
+
+
+def import_lake(src: Any, lake: Any, *, storage_options: dict[str, Any] | None = None,
+                lake_storage_options: dict[str, Any] | None = None) -> Any:
+    """Import the export at ``src`` into ``lake`` (a :class:`Lake`, or a path/URL created if new).
+
+    Every file is verified before the target is created or touched.
+    """
+    from .store.importer import import_lake as _import
+    target = lake.store if isinstance(lake, Lake) else lake
+    return _import(target, src, storage_options=storage_options, target_storage_options=lake_storage_options)

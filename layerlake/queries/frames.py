@@ -16,6 +16,7 @@ import pyarrow as pa
 from ..errors import NotFoundError, SpecError
 from ..store import LakeStore, parse_layers
 from ..store.reader import gather_rows
+from .remote import scan_lake_parquet
 
 
 def dataset_frame(store: LakeStore, dataset: str) -> pa.Table:
@@ -51,12 +52,10 @@ def tokens_frame(store: LakeStore, dataset: str, model: str | None = None) -> pl
     eid = store.resolve_extraction(dataset, model)
     loc = locate_dataset(store, dataset, eid)
     shards = sorted(set(loc.column("shard").to_pylist()))
-    files = [store.fs.url_of("extractions", eid, "shards", s, "tokens.parquet") for s in shards]
     order = pl.from_arrow(store.dataset_table(dataset).select(["ordinal", "doc_hash"])).lazy()
     pick = pl.from_arrow(loc.select(["doc_hash", "shard"])).lazy().unique()
-    opts = store.fs.storage_options or None
-    scans = [pl.scan_parquet(f, storage_options=opts).with_columns(pl.lit(s).alias("shard"))
-             for f, s in zip(files, shards)]
+    scans = [scan_lake_parquet(store, "extractions", eid, "shards", s, "tokens.parquet")
+             .with_columns(pl.lit(s).alias("shard")) for s in shards]
     toks = pl.concat(scans, how="vertical") if scans else pl.LazyFrame()
     return (toks.join(pick, on=["doc_hash", "shard"], how="inner")
             .join(order, on="doc_hash", how="inner")

@@ -16,6 +16,7 @@ from zarr.codecs import BloscCodec, Crc32cCodec
 
 from ..errors import IntegrityError
 from .fs import LakeFS
+from .safety import check_array
 
 CHUNK_BYTES = 2 * 1024 * 1024
 PHYSICAL_DTYPE = {"float16": "float16", "bfloat16": "uint16", "float32": "float32"}
@@ -73,6 +74,7 @@ def read_rows(arr: zarr.Array, ranges: Sequence[tuple[int, int]], *, where: str 
     Only the chunks overlapping the ranges are read. A chunk whose checksum
     fails raises :class:`IntegrityError` naming the array.
     """
+    check_array(arr, where=where or str(arr.path))
     logical = arr.attrs.get("dtype", str(arr.dtype))
     parts = []
     try:
@@ -122,11 +124,13 @@ def _reorder(block: np.ndarray, ranges: Sequence[tuple[int, int]]) -> np.ndarray
 
 
 def open_group(lake: LakeFS, *parts: str) -> zarr.Group:
-    return zarr.open_group(zarr_store(lake, *parts, read_only=True), mode="r")
+    """Open a stored group read-only, Zarr v3 only (no fallback to v2 metadata)."""
+    return zarr.open_group(zarr_store(lake, *parts, read_only=True), mode="r", zarr_format=3)
 
 
 def check_all_chunks(arr: zarr.Array) -> None:
     """Decode every chunk (the crc32c codec validates each); raises on damage."""
+    check_array(arr, where=str(arr.path))
     rows = arr.chunks[0]
     for start in range(0, arr.shape[0], rows):
         arr[start:start + rows]

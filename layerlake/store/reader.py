@@ -8,17 +8,24 @@ import numpy as np
 import pyarrow as pa
 import zarr
 
-from ..errors import NotFoundError
+from ..errors import IntegrityError, NotFoundError
 from .arrays import open_group, read_rows
 from .catalog import LakeStore
+from .safety import check_array
 
 
 def layer_array(store: LakeStore, eid: str, shard: str, layer: int) -> zarr.Array:
     group = open_group(store.fs, "extractions", eid, "shards", shard, "hidden.zarr")
+    where = store.fs.url_of("extractions", eid, "shards", shard, "hidden.zarr", f"layer_{layer}")
     try:
-        return group[f"layer_{layer}"]
+        arr = group[f"layer_{layer}"]
     except KeyError:
         raise NotFoundError(f"shard {shard} of extraction {eid} has no layer {layer}") from None
+    except Exception as exc:  # zarr refuses metadata it cannot parse (unknown codec, bad JSON, ...)
+        raise IntegrityError(f"{where}: cannot open the array: {type(exc).__name__}: {exc}; run `layerlake verify`") \
+            from None
+    check_array(arr, where=where)
+    return arr
 
 
 def gather_rows(store: LakeStore, eid: str, locations: pa.Table, layer: int,

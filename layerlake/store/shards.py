@@ -73,8 +73,14 @@ class ShardData:
         return self.tokens.num_rows
 
 
-def write_shard(lake: LakeFS, eid: str, shard: ShardData, *, shard_id: str | None = None) -> dict[str, Any]:
-    """Write and commit one shard; returns its commit manifest."""
+def write_shard(lake: LakeFS, eid: str, shard: ShardData, *, shard_id: str | None = None,
+                commit: bool = True) -> dict[str, Any]:
+    """Write and commit one shard; returns its commit manifest.
+
+    With ``commit=False`` the data is written but the marker is not: the caller
+    commits later with :func:`commit_shard` (import writes every shard first and
+    all markers last) and removes the folder itself if it gives up.
+    """
     lake.check_writable()
     sid = shard_id or _new_shard_id(lake)
     base = ("extractions", eid, "shards", sid)
@@ -123,7 +129,8 @@ def write_shard(lake: LakeFS, eid: str, shard: ShardData, *, shard_id: str | Non
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "writer": {"host": socket.gethostname(), "pid": os.getpid(), **shard.info},
         }
-        lake.write_json_atomic(manifest, "extractions", eid, "commits", f"{sid}.json")
+        if commit:
+            commit_shard(lake, eid, manifest)
     except BaseException:
         try:
             lake.rm(*base)
@@ -131,6 +138,11 @@ def write_shard(lake: LakeFS, eid: str, shard: ShardData, *, shard_id: str | Non
             log.warning("could not remove partial shard %s: %s", "/".join(base), cleanup_exc)
         raise
     return manifest
+
+
+def commit_shard(lake: LakeFS, eid: str, manifest: dict[str, Any]) -> None:
+    """Write the commit marker that makes a fully written shard visible."""
+    lake.write_json_atomic(manifest, "extractions", eid, "commits", f"{manifest['shard']}.json")
 
 
 def _new_shard_id(lake: LakeFS) -> str:
