@@ -146,7 +146,8 @@ class VectorSource:
                              orient="row")
         w = w.join(ranks, on=["extraction", "layer"], how="inner")
         models = pl.DataFrame({"extraction": list(scope.extractions),
-                               "model": [snap.extractions[e].model for e in scope.extractions]})
+                               "model": [snap.extractions[e].model for e in scope.extractions]},
+                              schema={"extraction": pl.String, "model": pl.String})
         w = w.join(models, on="extraction", how="left")
         if scope.dataset is not None:
             names = snap.dataset_names if scope.dataset == "*" else [scope.dataset]
