@@ -9,7 +9,7 @@ relations, rebuilt from commit markers whenever something new was committed
 ``docs``         extraction, shard, doc_hash, window, char_offset, n_tokens, row_start, truncated, layers
 ``tokens``       extraction, doc_hash, window, position, token_id, token, nll, shard, row: one row per stored token
 ``metrics``      the metric cache (``<lake>/metrics/**/*.parquet``), empty with its schema until filled
-``vectors``      extraction, model, layer, doc_hash, window, position, token_id, token, nll, shard, row, vec:
+``vectors``      extraction, model, layer, doc_hash, window, position, token_id, token, nll, shard, row, norm, vec:
                  one row per stored token and layer; ``vec`` is ``FLOAT[d_model]``
 ``dataset_vectors``  dataset, ordinal + the columns of ``vectors``: one row per token of each dataset document
 ``vectors_<d>``, ``dataset_vectors_<d>``  the same restricted to the extractions of width ``d``
@@ -65,11 +65,12 @@ FILE_WRITING_TYPES = {"COPY", "EXPORT", "ATTACH", "COPY_DATABASE"}
 
 
 def register_sql_extension(fn: SqlExtension) -> SqlExtension:
-    """Call ``fn(conn, lake)`` on every new SQL connection of every lake (after the views exist).
+    """Call ``fn(conn, lake)`` once on every SQL connection of every lake (after the relations exist).
 
     Use it to add functions, macros or relations, e.g. the metric engine's
     table functions. Usable as a decorator; registering the same function twice
-    has no effect. Connections opened before the call are not updated.
+    has no effect. A lake's connection opened before the call gets ``fn`` on its
+    next ``lake.sql``; connections from :func:`connect` get it when opened.
     """
     if fn not in _EXTENSIONS:
         _EXTENSIONS.append(fn)
@@ -96,6 +97,7 @@ class SqlCatalog:
         self.conn: duckdb.DuckDBPyConnection | None = None
         self._key: Any = None
         self._registered: set[str] = set()
+        self._applied: list[SqlExtension] = []
         self._lock = threading.RLock()
 
     def connection(self, lake: Any) -> duckdb.DuckDBPyConnection:
@@ -108,8 +110,11 @@ class SqlCatalog:
                 self._registered = build_relations(self.conn, self.engine, snap, self._registered)
                 self._key = snap.key
             if fresh:
-                for ext in sql_extensions():
+                self._applied = []
+            for ext in sql_extensions():  # also extensions registered after the connection was opened
+                if ext not in self._applied:
                     ext(self.conn, lake)
+                    self._applied.append(ext)
             return self.conn
 
     def sql(self, lake: Any, query: str, params: Any = None) -> duckdb.DuckDBPyRelation | None:

@@ -49,8 +49,9 @@ BATCH_BYTES = 64 << 20
 _DTYPES: dict[str, Any] = {
     "dataset": pl.String, "ordinal": pl.Int64, "extraction": pl.String, "model": pl.String, "layer": pl.Int32,
     "doc_hash": pl.String, "window": pl.Int32, "position": pl.Int32, "token_id": pl.Int32, "token": pl.String,
-    "nll": pl.Float32, "shard": pl.String, "row": pl.Int64,
+    "nll": pl.Float32, "shard": pl.String, "row": pl.Int64, "norm": pl.Float32,
 }
+VECTOR_COLUMNS = ("vec", "norm")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,7 +111,7 @@ class VectorSource:
     # -- schema ----------------------------------------------------------------------------
     def columns(self) -> list[str]:
         cols = ["extraction", "model", "layer", "doc_hash", "window", "position", "token_id", "token", "nll",
-                "shard", "row", "vec"]
+                "shard", "row", "norm", "vec"]
         if self.scope.dataset is not None:
             cols = ["dataset", "ordinal"] + cols
         return cols
@@ -216,13 +217,13 @@ class VectorSource:
                     self._check_catalog(c, next(iter(roots)))
             elif roots <= window_cols | {"row"}:
                 row_level.append(c)
-            elif roots <= set(schema) - {"vec"}:
+            elif roots <= set(schema) - set(VECTOR_COLUMNS):
                 token_level.append(c)
             else:
                 vec_level.append(c)
         used = set(out_cols) | {r for c in token_level + vec_level for r in _roots(c)}
         need_tokens = bool(used & set(TOKEN_COLUMNS))
-        need_vec = "vec" in used
+        need_vec = bool(used & set(VECTOR_COLUMNS))
 
         w = self.windows()
         for c in window_level:
@@ -243,7 +244,7 @@ class VectorSource:
             return
         produced = 0
         for batch in self._batches(e):
-            df = batch.with_columns(self._read_vec(batch, stats))
+            df = batch.with_columns(self._read_vec(batch, stats, "vec" in used, "norm" in used))
             for c in vec_level:
                 df = df.filter(c)
             if n_rows is not None:
@@ -283,7 +284,7 @@ class VectorSource:
             for s in range(a, b, step):
                 yield e.slice(s, min(step, b - s))
 
-    def _read_vec(self, batch: pl.DataFrame, stats: Any) -> pl.Series:
+    def _read_vec(self, batch: pl.DataFrame, stats: Any, want_vec: bool, want_norm: bool) -> list[pl.Series]:
         eid0 = batch.get_column("extraction")[0]
         d = self.snapshot.extractions[eid0].d_model
         out = np.empty((batch.height, d), dtype=np.float32)
@@ -295,10 +296,17 @@ class VectorSource:
             src = np.asarray(rows, dtype=np.int64)
             s0, s1, d0 = to_ranges(src, dst)
             self.engine.reader.fill(out, eid, sid, int(layer), s0, s1, d0, stats)
-        if self.d_model:
-            return pl.Series("vec", out)
-        flat = pa.FixedSizeListArray.from_arrays(pa.array(out.reshape(-1)), d).cast(pa.list_(pa.float32()))
-        return pl.Series("vec", flat)
+        cols = []
+        if want_norm:
+            norm = np.sqrt(np.einsum("ij,ij->i", out, out, dtype=np.float64)).astype(np.float32)
+            cols.append(pl.Series("norm", norm, dtype=pl.Float32))
+        if want_vec:
+            if self.d_model:
+                cols.append(pl.Series("vec", out))
+            else:
+                flat = pa.FixedSizeListArray.from_arrays(pa.array(out.reshape(-1)), d).cast(pa.list_(pa.float32()))
+                cols.append(pl.Series("vec", flat))
+        return cols
 
 
 def to_ranges(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -161,3 +161,16 @@ def test_token_filters_and_projection(plake):
         "doc_hash", "position", "token").collect()
     assert_frame_equal(got, want)
     assert lf.select(pl.len()).collect().item() == plake.tokens("a", model="tiny-gpt2").select(pl.len()).collect().item()
+
+
+def test_norm_column_is_the_norm_of_vec(plake):
+    lf = plake.vectors("a", model="tiny-llama", layers=[0, 2])
+    both = lf.select("norm", "vec").collect()
+    want = np.linalg.norm(both["vec"].to_numpy().astype(np.float64), axis=1)
+    np.testing.assert_allclose(both["norm"].to_numpy(), want, rtol=1e-6)
+    only = lf.select("norm").collect()
+    np.testing.assert_array_equal(only["norm"].to_numpy(), both["norm"].to_numpy())
+    sql = plake.sql("""SELECT norm, sqrt(array_inner_product(vec, vec)) AS n2 FROM dataset_vectors_32
+                       WHERE dataset = 'a' AND layer IN (0, 2) ORDER BY layer, ordinal, position""").pl()
+    np.testing.assert_allclose(sql["norm"].to_numpy(), sql["n2"].to_numpy(), rtol=1e-5)
+    np.testing.assert_array_equal(sql["norm"].to_numpy(), both["norm"].to_numpy())
