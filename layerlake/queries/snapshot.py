@@ -116,11 +116,12 @@ class Snapshot:
             if t.num_rows == 0:
                 continue
             frames.append(pl.from_arrow(t.select(["doc_hash", "window", "char_offset", "n_tokens", "row_start",
-                                                   "shard", "layers"]))
+                                                   "truncated", "shard", "layers"]))
                           .with_columns(pl.lit(eid).alias("extraction")))
         if not frames:
             return pl.DataFrame(schema={"doc_hash": pl.String, "window": pl.Int32, "char_offset": pl.Int64,
-                                        "n_tokens": pl.Int32, "row_start": pl.Int64, "shard": pl.String,
+                                        "n_tokens": pl.Int32, "row_start": pl.Int64, "truncated": pl.Boolean,
+                                        "shard": pl.String,
                                         "layers": pl.List(pl.Int32), "extraction": pl.String})
         return pl.concat(frames, how="vertical_relaxed")
 

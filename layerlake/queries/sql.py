@@ -183,7 +183,7 @@ def docs_frame(snap: Snapshot) -> pl.DataFrame:
     w = snap.windows.join(snap.token_placement, on=["extraction", "doc_hash", "shard"], how="semi")
     w = w.drop("layers").join(snap.doc_layers, on=["extraction", "doc_hash"], how="left")
     return w.select(["extraction", "shard", "doc_hash", "window", "char_offset", "n_tokens", "row_start",
-                     "layers"]).sort(["extraction", "shard", "row_start"])
+                     "truncated", "layers"]).sort(["extraction", "shard", "row_start"])
 
 
 def tokens_sql(store: Any, snap: Snapshot, superseded: pl.DataFrame) -> str:

@@ -322,15 +322,31 @@ def to_ranges(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray,
 def dataset_vectors(engine: "QueryEngine", dataset: str, model: str | None = None, layers: Any = "all",
                     docs: Sequence[str] | None = None) -> pl.LazyFrame:
     """``lake.vectors``: the dataset's token vectors as a LazyFrame, layer by layer in dataset order."""
-    from .frames import locate_dataset, normalize_layers
+    from .frames import normalize_layers
 
     store = engine.store
-    store.dataset_table(dataset)  # NotFoundError listing datasets
+    snap = engine.snapshot()
+    table = snap.dataset(dataset)  # NotFoundError listing datasets
     eid = store.resolve_extraction(dataset, model)
     layer_list = normalize_layers(store, eid, layers)
-    for layer in layer_list:  # every document must hold every asked layer (as read_vectors requires)
-        locate_dataset(store, dataset, eid, layer, docs)
-    snap = engine.snapshot()
+    hashes = pl.from_arrow(table.select(["doc_hash"]))
+    if docs is not None:
+        wanted = pl.DataFrame({"doc_hash": list(docs)}, schema={"doc_hash": pl.String})
+        unknown = wanted.join(hashes, on="doc_hash", how="anti")["doc_hash"].to_list()
+        if unknown:
+            raise NotFoundError(f"document(s) {sorted(unknown)[:3]} are not in dataset {dataset!r}")
+        hashes = hashes.join(wanted, on="doc_hash", how="semi")
+    # every document must hold every asked layer (as read_vectors requires)
+    placed = (snap.vector_placement.filter((pl.col("extraction") == eid) & pl.col("layer").is_in(layer_list))
+              .select("layer", "doc_hash").unique())
+    for layer in layer_list:
+        have = placed.filter(pl.col("layer") == layer)
+        missing = hashes.join(have, on="doc_hash", how="anti").height
+        if missing:
+            info = snap.extractions[eid]
+            raise NotFoundError(
+                f"{missing} document(s) of dataset {dataset!r} have no layer {layer} in extraction {eid} "
+                f"({info.model}); ingest them (e.g. `layerlake ingest ... --layers {layer}`)")
     scope = VectorScope(extractions=(eid,), layers=((eid, tuple(layer_list)),), dataset=dataset,
                         name=f"vectors[{dataset}]")
     lf = VectorSource(engine, snap, scope).lazy()
