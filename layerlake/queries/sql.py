@@ -187,23 +187,34 @@ def docs_frame(snap: Snapshot) -> pl.DataFrame:
 
 
 def tokens_sql(store: Any, snap: Snapshot, superseded: pl.DataFrame) -> str:
-    parts = []
+    """One multi-file Parquet scan per extraction over its committed shards' ``tokens.parquet``.
+
+    The shard id is the file's folder name. Shards whose documents are all
+    served by an earlier shard are left out; the others lose only those documents.
+    """
     sup_counts = dict(superseded.group_by(["extraction", "shard"]).len().select(
         pl.concat_str(["extraction", "shard"], separator="/"), "len").iter_rows())
     doc_counts = dict(snap.windows.group_by(["extraction", "shard"]).agg(pl.col("doc_hash").n_unique()).select(
         pl.concat_str(["extraction", "shard"], separator="/"), "doc_hash").iter_rows())
     cols = 'doc_hash, "window", position, token_id, token, nll'
+    shard_of = r"regexp_extract(filename, '([^/\\]+)[/\\]tokens\.parquet$', 1)"
+    parts = []
     for eid, info in snap.extractions.items():
+        files, partial = [], False
         for sid in info.shards:
             n_sup = sup_counts.get(f"{eid}/{sid}", 0)
             if n_sup and n_sup >= doc_counts.get(f"{eid}/{sid}", 0):
                 continue  # every document of this shard is served by an earlier one
-            path = _q(store.fs.url_of("extractions", eid, "shards", sid, "tokens.parquet"))
-            sel = f"SELECT {_q(eid)} AS extraction, {cols}, {_q(sid)} AS shard, row FROM read_parquet({path})"
-            if n_sup:
-                sel += (f" WHERE doc_hash NOT IN (SELECT doc_hash FROM _layerlake_superseded "
-                        f"WHERE extraction = {_q(eid)} AND shard = {_q(sid)})")
-            parts.append(sel)
+            partial = partial or bool(n_sup)
+            files.append(_q(store.fs.url_of("extractions", eid, "shards", sid, "tokens.parquet")))
+        if not files:
+            continue
+        sel = (f"SELECT {_q(eid)} AS extraction, {cols}, {shard_of} AS shard, row "
+               f"FROM read_parquet([{', '.join(files)}], filename = true)")
+        if partial:
+            sel = (f"SELECT * FROM ({sel}) t WHERE NOT EXISTS (SELECT 1 FROM _layerlake_superseded s "
+                   f"WHERE s.extraction = t.extraction AND s.shard = t.shard AND s.doc_hash = t.doc_hash)")
+        parts.append(sel)
     return "\nUNION ALL ".join(parts) if parts else _empty_select(TOKENS_COLUMNS)
 
 

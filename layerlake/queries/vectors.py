@@ -45,6 +45,7 @@ WINDOW_COLUMNS = ("dataset", "ordinal", "extraction", "model", "layer", "doc_has
 TOKEN_COLUMNS = ("position", "token_id", "token", "nll")
 CATALOG_COLUMNS = ("dataset", "model", "extraction", "layer")
 BATCH_BYTES = 64 << 20
+LARGE_SCAN_BYTES = 4 << 30
 
 _DTYPES: dict[str, Any] = {
     "dataset": pl.String, "ordinal": pl.Int64, "extraction": pl.String, "model": pl.String, "layer": pl.Int32,
@@ -128,8 +129,11 @@ class VectorSource:
         detail = (f"{len(self.scope.extractions)} extraction(s), d_model={self.d_model or 'mixed'}, "
                   f"dataset={self.scope.dataset or '-'}; filters on {', '.join(WINDOW_COLUMNS)} prune windows, "
                   "only chunks of selected rows are read")
-        return register_io_source(self._io, schema=self.schema(), explain_name=f"layerlake {self.scope.name}",
-                                  explain_detail=detail)
+        try:
+            return register_io_source(self._io, schema=self.schema(), explain_name=f"layerlake {self.scope.name}",
+                                      explain_detail=detail)
+        except TypeError:  # polars without explain labels
+            return register_io_source(self._io, schema=self.schema())
 
     # -- step 1: windows -------------------------------------------------------------------
     def windows(self) -> pl.DataFrame:
@@ -242,6 +246,12 @@ class VectorSource:
         if not need_vec:
             yield e.select(out_cols)
             return
+        if e.height and "vec" in used:
+            size = e.height * 4 * max(self.snapshot.extractions[x].d_model for x in e["extraction"].unique())
+            if size > LARGE_SCAN_BYTES:
+                log.warning("%s: materialising %.1f GB of vectors (%s rows); filter on layer, doc_hash or position, "
+                            "or ask for norm instead of vec, to read less", self.scope.name, size / 1e9,
+                            f"{e.height:,}")
         produced = 0
         for batch in self._batches(e):
             df = batch.with_columns(self._read_vec(batch, stats, "vec" in used, "norm" in used))

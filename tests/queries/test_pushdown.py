@@ -147,3 +147,28 @@ def test_chunk_reader_fill_matches_numpy(tmp_path, dtype):
     out2 = np.empty((300, 16), np.float32)
     reader.fill(out2, "e", "s", 1, rows, rows + 1, np.arange(300))
     np.testing.assert_array_equal(out2, want[rows])
+
+
+def test_read_vectors_streams_in_bounded_blocks(big, monkeypatch):
+    """A full layer is read a few chunks at a time straight into the result (no whole-layer buffer)."""
+    reader = engine_for(big).reader
+    block_rows = 3 * (CHUNK_BYTES // (64 * 2))
+    monkeypatch.setattr(reader, "block_bytes", 3 * CHUNK_BYTES)
+    sizes = []
+    real = reader._read
+
+    def spy(arr, start, stop, *a):
+        sizes.append(stop - start)
+        return real(arr, start, stop, *a)
+
+    monkeypatch.setattr(reader, "_read", spy)
+    got = big.read_vectors("thousand", layers=[1, 3])
+    assert got.shape[0] == 2 and max(sizes) <= block_rows and sum(sizes) == got.shape[0] * got.shape[1]
+    monkeypatch.undo()
+    eid = big.extraction_id("thousand")
+    import zarr
+    toks = big.tokens("thousand").select("shard", "row").collect()  # dataset order -> storage place
+    arrays = {sid: zarr.open_array(f"{big.store.fs.root}/extractions/{eid}/shards/{sid}/hidden.zarr/layer_3")[:]
+              for sid in toks["shard"].unique()}
+    want = np.stack([arrays[s][r] for s, r in toks.iter_rows()]).astype(np.float32)
+    np.testing.assert_array_equal(got[1], want)

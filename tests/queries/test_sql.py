@@ -180,3 +180,20 @@ def test_empty_lake(tmp_path):
     lake = ll.Lake(tmp_path / "empty")
     for rel in RELATIONS:
         assert lake.sql(f"SELECT count(*) FROM {rel}").fetchall() == [(0,)]
+
+
+def test_fsspec_lake(tiny_gpt2, qdocs):
+    """A lake on an fsspec URL (memory://): SQL, vectors and read_vectors read it alike."""
+    lake = ll.Lake("memory://layerlake-test-queries")
+    try:
+        lake.ingest(str(tiny_gpt2), qdocs[:6], dataset="m", max_length=12, progress=False)
+        n = lake.sql("SELECT count(*) FROM tokens").fetchall()[0][0]
+        assert n == lake.sql("SELECT sum(n_tokens) FROM docs").fetchall()[0][0] > 0
+        assert lake.sql("SELECT count(topic) FROM datasets").fetchall() == [(6,)]
+        sql = lake.sql("""SELECT vec FROM dataset_vectors WHERE dataset = 'm' AND layer = 2
+                          ORDER BY ordinal, position""").pl()["vec"].to_numpy()
+        import numpy as np
+        np.testing.assert_array_equal(sql, lake.read_vectors("m", layers=2))
+        np.testing.assert_array_equal(sql, lake.vectors("m", layers=[2]).collect()["vec"].to_numpy())
+    finally:
+        lake.store.fs.fs.rm(lake.store.fs.root, recursive=True)
