@@ -39,7 +39,7 @@ class ExtractionInfo:
 
 
 def state_key(store: LakeStore) -> tuple[Any, ...]:
-    """A fingerprint of everything committed (extractions, shards, aliases, datasets, metric files)."""
+    """A fingerprint of what is committed (extractions, shards, aliases, datasets); metric files are apart."""
     fs = store.fs
     ext = []
     for eid in store.extraction_ids():
@@ -48,7 +48,7 @@ def state_key(store: LakeStore) -> tuple[Any, ...]:
     for name in store.dataset_names():
         ds.append((name, _file_stamp(store, "datasets", name, "docs.parquet"),
                    tuple(fs.listdir("datasets", name, "links"))))
-    return tuple(ext), tuple(ds), tuple(sorted(metric_files(store).items()))
+    return tuple(ext), tuple(ds)
 
 
 def _file_stamp(store: LakeStore, *parts: str) -> tuple[Any, ...]:
@@ -162,7 +162,10 @@ class Snapshot:
         """Bytes of the chunks of ``layer`` over the committed shards of ``eid`` (from commit manifests)."""
         total = 0
         prefix = f"hidden.zarr/layer_{int(layer)}/"
+        shards = self.extractions[eid].shard_layers
         for man in self.store.shard_manifests(eid):
+            if man["shard"] not in shards:
+                continue
             for rel, info in man.get("files", {}).items():
                 if rel.startswith(prefix) and "/c/" in "/" + rel[len(prefix):]:
                     total += int(info.get("size", 0))

@@ -98,6 +98,7 @@ class SqlCatalog:
         self._key: Any = None
         self._registered: set[str] = set()
         self._applied: list[SqlExtension] = []
+        self._metrics_key: Any = None
         self._lock = threading.RLock()
 
     def connection(self, lake: Any) -> duckdb.DuckDBPyConnection:
@@ -109,6 +110,11 @@ class SqlCatalog:
             if fresh or snap.key != self._key:
                 self._registered = build_relations(self.conn, self.engine, snap, self._registered)
                 self._key = snap.key
+                self._metrics_key = None
+            metrics = tuple(sorted(metric_files(self.engine.store).items()))
+            if metrics != self._metrics_key:  # the metric cache changes often: only its view is rebuilt
+                self.conn.execute(f"CREATE OR REPLACE VIEW metrics AS {metrics_sql(self.engine.store)}")
+                self._metrics_key = metrics
             if fresh:
                 self._applied = []
             for ext in sql_extensions():  # also extensions registered after the connection was opened

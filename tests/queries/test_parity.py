@@ -174,3 +174,38 @@ def test_norm_column_is_the_norm_of_vec(plake):
                        WHERE dataset = 'a' AND layer IN (0, 2) ORDER BY layer, ordinal, position""").pl()
     np.testing.assert_allclose(sql["norm"].to_numpy(), sql["n2"].to_numpy(), rtol=1e-5)
     np.testing.assert_array_equal(sql["norm"].to_numpy(), both["norm"].to_numpy())
+
+
+@pytest.fixture(scope="module")
+def full_a(plake):
+    return plake.vectors("a", model="tiny-gpt2").collect()
+
+
+def test_lazy_equals_eager_for_random_filters(plake, full_a):
+    """Property: any conjunction of filters pushed into the scan == the same filter on the full frame."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    hashes = full_a["doc_hash"].unique(maintain_order=True).to_list()
+    lf = plake.vectors("a", model="tiny-gpt2")
+
+    @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(layers=st.sets(st.integers(0, 3), max_size=3), docs=st.sets(st.sampled_from(hashes), max_size=4),
+           pos=st.one_of(st.none(), st.tuples(st.integers(0, 30), st.integers(0, 30))),
+           cols=st.sets(st.sampled_from(["ordinal", "position", "token", "nll", "norm", "vec", "row"]), min_size=1),
+           head=st.one_of(st.none(), st.integers(0, 50)))
+    def check(layers, docs, pos, cols, head):
+        cond = pl.lit(True)
+        if layers:
+            cond = cond & pl.col("layer").is_in(sorted(layers))
+        if docs:
+            cond = cond & pl.col("doc_hash").is_in(sorted(docs))
+        if pos:
+            cond = cond & pl.col("position").is_between(min(pos), max(pos))
+        q = lf.filter(cond).select(sorted(cols))
+        want = full_a.filter(cond).select(sorted(cols))
+        if head is not None:
+            q, want = q.head(head), want.head(head)
+        assert_frame_equal(q.collect(), want)
+
+    check()
