@@ -58,7 +58,6 @@ def test_cli_blocks(doclake, capsys):
     for line in lines:
         argv = shlex.split(line)[1:]
         argv = [doclake.store.fs.root if a == "layerlake-quickstart" else a for a in argv]
-        argv = ["--out" if a == "--out" else a for a in argv]
         if "--out" in argv:
             k = argv.index("--out")
             argv[k + 1] = str(Path(doclake.store.fs.root).parent / argv[k + 1])
