@@ -271,6 +271,41 @@ def _cmd_gc(args: Any) -> int:
     return 0
 
 
+# -- sql --------------------------------------------------------------------------------------
+@command
+def _add_sql(sub: Any) -> None:
+    p = sub.add_parser("sql", help="run a read-only DuckDB SQL query over the lake",
+                       description="Run SQL over the lake's relations: extractions, datasets, docs, tokens, metrics, "
+                                   "vectors, dataset_vectors (vec is FLOAT[d_model]; filters on layer, doc_hash, "
+                                   "position... read only the chunks that hold the rows). The lake is opened "
+                                   "read-only: statements that would write (CREATE, INSERT, COPY, ATTACH, ...) are "
+                                   "refused; save results with --out. See docs/queries.md.")
+    p.add_argument("query", help='SQL, e.g. "SELECT model, layers FROM extractions"')
+    p.add_argument("--lake", required=True, help="lake directory or fsspec URL")
+    p.add_argument("--format", default="table", choices=["table", "csv", "json", "parquet"],
+                   help="output format (default table; json = one object per line; parquet needs --out)")
+    p.add_argument("--out", help="write the result to this file instead of stdout")
+    p.add_argument("--max-rows", type=int, default=200, help="rows shown by --format table (default 200)")
+    p.set_defaults(func=_cmd_sql)
+
+
+def _cmd_sql(args: Any) -> int:
+    import duckdb
+
+    from .queries.output import write_result
+    from .queries.sql import check_statements
+
+    lake = _lake(args, mode="r")
+    check_statements(args.query, lake_root=lake.store.fs, read_only=True)
+    try:
+        rel = lake.sql(args.query)
+        write_result(rel, fmt=args.format, out=args.out, lake_fs=lake.store.fs, max_rows=args.max_rows)
+    except duckdb.Error as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 # -- quickstart -------------------------------------------------------------------------------
 @command
 def _add_quickstart(sub: Any) -> None:

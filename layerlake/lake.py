@@ -74,8 +74,42 @@ class Lake:
 
     def read_vectors(self, dataset: str, model: str | None = None, layers: Any = "all",
                      docs: Sequence[str] | None = None) -> np.ndarray:
+        """Float32 ``[layers, tokens, d_model]`` (``[tokens, d_model]`` for an int layer) in dataset order."""
+        from .queries.engine import engine_for
         from .queries.frames import read_vectors
-        return read_vectors(self.store, dataset, model, layers, docs)
+        return read_vectors(self.store, dataset, model, layers, docs, engine=engine_for(self))
+
+    def vectors(self, dataset: str, model: str | None = None, layers: Any = "all",
+                docs: Sequence[str] | None = None) -> pl.LazyFrame:
+        """The dataset's token vectors as a LazyFrame (``vec``: ``Array(Float32, d_model)``), pushdown to chunks.
+
+        Rows: layer by layer (in ``layers`` order), documents in dataset order,
+        tokens by position. Filters and column selections are pushed into the
+        scan: only the chunks holding selected rows are read.
+        """
+        from .queries.engine import engine_for
+        from .queries.vectors import dataset_vectors
+        return dataset_vectors(engine_for(self), dataset, model, layers, docs)
+
+    # -- SQL ---------------------------------------------------------------------------------
+    def sql(self, query: str, params: Any = None) -> Any:
+        """Run DuckDB SQL over the committed lake; returns a DuckDB relation (``.pl()``, ``.df()``, ``.arrow()``).
+
+        Relations: extractions, datasets, docs, tokens, metrics, vectors, dataset_vectors (see docs/queries.md).
+        """
+        from .queries.engine import engine_for
+        return engine_for(self).sql_catalog().sql(self, query, params)
+
+    def last_query_stats(self) -> dict[str, Any] | None:
+        """Chunks and bytes read by the last vector scan (``vectors``, SQL vector relations, ``read_vectors``)."""
+        from .queries.engine import engine_for
+        last = engine_for(self).last_stats
+        return last.as_dict() if last is not None else None
+
+    def track_reads(self) -> Any:
+        """Context manager yielding a ``ReadStats`` that adds up every vector read inside the block."""
+        from .queries.engine import engine_for
+        return engine_for(self).reader.track()
 
     def extraction_id(self, dataset: str | None = None, model: str | None = None) -> str:
         return self.store.resolve_extraction(dataset, model)

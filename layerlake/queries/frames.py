@@ -12,10 +12,10 @@ from typing import Any, Sequence
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..errors import NotFoundError, SpecError
 from ..store import LakeStore, parse_layers
-from ..store.reader import gather_rows
 from .remote import scan_lake_parquet
 
 
@@ -89,12 +89,35 @@ def normalize_layers(store: LakeStore, eid: str, layers: Any) -> list[int]:
 
 
 def read_vectors(store: LakeStore, dataset: str, model: str | None = None, layers: Any = "all",
-                 docs: Sequence[str] | None = None) -> np.ndarray:
-    """Float32 numpy ``[layers, tokens, d_model]`` (``[tokens, d_model]`` for an int layer), dataset order."""
+                 docs: Sequence[str] | None = None, engine: Any = None) -> np.ndarray:
+    """Float32 numpy ``[layers, tokens, d_model]`` (``[tokens, d_model]`` for an int layer), dataset order.
+
+    Streams chunk by chunk into the preallocated result: only chunks holding
+    the selected rows are read, in blocks of bounded size, converted to
+    float32 while copied into place (no whole layer is held in its stored dtype).
+    """
+    from .chunks import ChunkReader
+
     eid = store.resolve_extraction(dataset, model)
     single = isinstance(layers, (int, np.integer)) and not isinstance(layers, bool)
     layer_list = normalize_layers(store, eid, int(layers) if single else layers)
     if not layer_list:
         raise SpecError(f"extraction {eid} stores no layers")
-    out = [gather_rows(store, eid, locate_dataset(store, dataset, eid, l, docs), l) for l in layer_list]
-    return out[0] if single else np.stack(out)
+    locs = [locate_dataset(store, dataset, eid, l, docs) for l in layer_list]
+    counts = [int(pc.sum(loc.column("n_tokens")).as_py() or 0) for loc in locs]
+    if len(set(counts)) > 1:
+        raise NotFoundError(f"layers {layer_list} of extraction {eid} hold different token counts {counts} for "
+                            f"dataset {dataset!r}; run `layerlake verify`")
+    d = int(store.extraction(eid).get("d_model") or 0)
+    out = np.empty((len(layer_list), counts[0], d), dtype=np.float32)
+    reader = engine.reader if engine is not None else ChunkReader(store)
+    with reader.scan(f"read_vectors[{dataset}]") as stats:
+        for li, (layer, loc) in enumerate(zip(layer_list, locs)):
+            n_tok = np.asarray(loc.column("n_tokens").to_numpy(), dtype=np.int64)
+            starts = np.asarray(loc.column("row_start").to_numpy(), dtype=np.int64)
+            dst = np.cumsum(n_tok) - n_tok
+            shards = np.asarray(loc.column("shard").to_pylist(), dtype=object)
+            for sid in dict.fromkeys(shards.tolist()):
+                m = shards == sid
+                reader.fill(out[li], eid, sid, layer, starts[m], starts[m] + n_tok[m], dst[m], stats)
+    return out[0] if single else out
