@@ -332,8 +332,15 @@ def build_parser() -> argparse.ArgumentParser:
                     "hidden states, losses and Jacobian sketches with SQL, Polars and metrics.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    # the same two flags are accepted after the sub-command too
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="log progress details")
+    common.add_argument("--no-progress", action="store_true", default=argparse.SUPPRESS, help="hide progress bars")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+    add_parser = sub.add_parser
+    sub.add_parser = lambda *a, **k: add_parser(*a, parents=[common, *k.pop("parents", [])], **k)  # type: ignore
     for add in COMMANDS:
         add(sub)
     return parser
