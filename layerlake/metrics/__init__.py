@@ -14,3 +14,5 @@ from . import matrix_entropy  # noqa: F401  (paper 4)
 from . import trajectory  # noqa: F401  (paper 5, trajectories)
 
 __all__ = ["REGISTRY", "MetricDef", "get_metric", "list_metrics", "metric", "register"]
+
+from . import batched as batched  # noqa: E402  (last: attaches vectorised twins to registered metrics)
