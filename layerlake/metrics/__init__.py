@@ -15,4 +15,4 @@ from . import trajectory  # noqa: F401  (paper 5, trajectories)
 
 __all__ = ["REGISTRY", "MetricDef", "get_metric", "list_metrics", "metric", "register"]
 
-from . import batched as batched  # noqa: E402  (last: attaches vectorised twins to registered metrics)
+from . import hints as hints  # noqa: E402  (last: engine hints for metrics registered above)

@@ -273,8 +273,8 @@ def plan_metric(store: LakeStore, request: MetricRequest) -> MetricPlan:
                                                                                  "doc_trajectory"):
         raise SpecError(f"per='doc' needs a document-granularity metric; {defn.name!r} has one value per "
                         f"{'layer pair' if kind == 'layer_pair' else 'layer'} (input {kind}); use per='layer'")
-    params = defn.resolve_params(request.params)
-    non_default = defn.non_default_params(request.params)
+    params = _canonical(defn, defn.resolve_params(request.params))
+    non_default = {k: v for k, v in sorted(params.items()) if v != defn.params[k]}
     options = {**ENGINE_OPTIONS[kind], **request.options}
     _check_options(defn, options)
 
@@ -352,6 +352,19 @@ def plan_metric(store: LakeStore, request: MetricRequest) -> MetricPlan:
     return MetricPlan(request=request, defn=defn, params=params, key_params=key_params, options=options,
                       docs=docs, originals=reported, ordinals=ordinals, view_matrix=view_matrix,
                       extractions=extractions, units=units, across_models=across_models)
+
+
+def _canonical(defn: MetricDef, params: dict[str, Any]) -> dict[str, Any]:
+    """Same value, same key: ints given for float parameters become floats, tuples become lists."""
+    out = {}
+    for k, v in params.items():
+        default = defn.params[k]
+        if isinstance(default, float) and isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+            v = float(v)
+        elif isinstance(v, np.generic):
+            v = v.item()
+        out[k] = v
+    return out
 
 
 def _check_options(defn: MetricDef, options: dict[str, Any]) -> None:

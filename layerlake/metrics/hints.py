@@ -1,11 +1,19 @@
-"""Vectorised twins of per-document metrics, for the engine's batched path.
+"""Engine hints attached to registered metrics: vectorised twins and exact view counts.
 
-A twin takes ``hs: Float[ndarray, "docs tokens d_model"]`` (documents of equal
+The registry's optional ``MetricDef.batched`` / ``MetricDef.n_views`` fields are
+filled here for metrics registered elsewhere (so the metric modules stay as
+they are); a metric that declares them itself keeps its own.
+
+Vectorised twin (``batched``): takes ``hs: Float[ndarray, "docs tokens d_model"]`` (documents of equal
 token count) and returns ``Float[ndarray, "docs"]`` equal to the registered
 function applied document by document. It is composed of the metric module's
 own primitives on stacked matrices (no new math), and attached to the registry
 entry as ``MetricDef.batched`` when that metric is registered. A common test
 checks twin == per-document function on random data.
+
+``n_views``: InfoNCE and DiME compare exactly two views of each document
+(METRICS.md 2.9, 2.11); the engine then feeds views 1 and 2 by default even when
+more are stored (LiDAR uses all stored views).
 
 Import this module after the metric modules (``metrics/__init__`` does).
 """
@@ -51,12 +59,18 @@ def prompt_entropy_batched(hs: ndarray, *, alpha: float = 1.0, variant: str = "f
     return out
 
 
-def _attach(name: str, fn: Callable[..., Any]) -> None:
+def _attach(name: str, **hints: Any) -> None:
     defn = REGISTRY.get(name)
-    if defn is not None and defn.batched is None:
-        REGISTRY[name] = dataclasses.replace(defn, batched=fn)
+    if defn is None:
+        return
+    new = {k: v for k, v in hints.items() if getattr(defn, k) is None}
+    if new:
+        REGISTRY[name] = dataclasses.replace(defn, **new)
 
 
 BATCHED: dict[str, Callable[..., Any]] = {"prompt_entropy": prompt_entropy_batched}
+N_VIEWS: dict[str, int] = {"infonce": 2, "dime": 2}
 for _name, _fn in BATCHED.items():
-    _attach(_name, _fn)
+    _attach(_name, batched=_fn)
+for _name, _k in N_VIEWS.items():
+    _attach(_name, n_views=_k)
