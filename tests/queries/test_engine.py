@@ -246,3 +246,24 @@ def test_metric_returning_an_array_is_refused(synth, monkeypatch):
     register(monkeypatch, name="t_array", fn=lambda h: h.mean(axis=0), input="doc_hidden", granularity="document")
     with pytest.raises(SpecError, match="shape"):
         synth.lake.metric("t_array", dataset="ds", layers=[0])
+
+
+@pytest.fixture(scope="module")
+def rich_lake(tmp_path_factory):
+    """Six blocks, views, losses: every input kind can be served."""
+    return build(tmp_path_factory.mktemp("rich"), n_docs=14, models={"model-r": (6, 12)}, views=2)
+
+
+ENGINE_KINDS = ("doc_hidden", "doc_nll", "pooled", "token_cloud", "views", "layer_pair", "doc_trajectory")
+
+
+@pytest.mark.parametrize("name", sorted(n for n, d in REGISTRY.items() if d.input != "jacobian_sketch"))
+def test_every_registered_metric_runs_through_the_engine(rich_lake, name):
+    defn = REGISTRY[name]
+    assert defn.input in ENGINE_KINDS
+    df = rich_lake.lake.metric(name, dataset="ds", layers=[0, 1, 2, 3, 4, 5, 6])
+    expected = {"doc_nll": 1, "doc_trajectory": 1, "layer_pair": 6}.get(defn.input, 7)
+    assert df.height == expected
+    assert df["value"].dtype == pl.Float64 and df["n"].min() > 0
+    again = rich_lake.lake.explain_metric(name, dataset="ds", layers=[0, 1, 2, 3, 4, 5, 6])
+    assert again.units["status"].unique().to_list() == ["cached"]
