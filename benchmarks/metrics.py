@@ -17,7 +17,9 @@ each runs:
 - reference: read each full layer with ``lake.read_vectors`` and compute with plain
   numpy, one document at a time (the straightforward way).
 
-Printed: wall seconds, ratio reference / engine, peak RSS growth of the process
+Per-document work runs with one BLAS thread in both (the engine's policy; with the
+default threads a loaded machine makes each small decomposition up to 10x slower,
+which would flatter the engine). Printed: wall seconds, ratio reference / engine, peak RSS growth of the process
 (``resource.getrusage``, MB above the process's size after imports), and the
 largest difference between the engine's and the reference's per-layer values.
 Timings depend on the machine and its load; compare the columns of one run.
@@ -305,6 +307,10 @@ def _worker(lake_path: str, name: str, which: str, queue: Any) -> None:
         if which == "engine":
             df = lake.metric(name, dataset=dataset, cache="refresh", **opts)
             values = df["value"].to_list()
+        elif HEAVY[name][0] in ("doc", "traj"):
+            from threadpoolctl import threadpool_limits
+            with threadpool_limits(limits=1, user_api="blas"):  # the engine's policy for per-document work
+                values = run_reference(lake, name)
         else:
             values = run_reference(lake, name)
         seconds = time.perf_counter() - t0
