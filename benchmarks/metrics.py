@@ -36,8 +36,9 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -298,7 +299,7 @@ def _worker(lake_path: str, name: str, which: str, queue: Any) -> None:
     try:
         import layerlake as ll
         lake = ll.Lake(lake_path)
-        import layerlake.queries.engine  # noqa: F401  (imports outside the measurement)
+        import layerlake.queries.engine
         import layerlake.queries.metric_compute  # noqa: F401
         _, _, dataset, opts = HEAVY[name]
         lake.docs(dataset).collect()

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..errors import SpecError
 from ..store.hashing import doc_hash

@@ -33,7 +33,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -190,9 +191,9 @@ class MetricPlan:
 
     def describe(self, store: LakeStore | None = None) -> str:
         d = self.defn
-        lines = [f"metric {d.name}@{d.version} (input {d.input}, granularity {d.granularity}) on dataset "
-                 f"{self.request.dataset!r}: {len(self.originals)} document(s); params "
-                 f"{mc.params_json(self.key_params)}"]
+        lines = [(f"metric {d.name}@{d.version} (input {d.input}, granularity {d.granularity}) on dataset "
+                  f"{self.request.dataset!r}: {len(self.originals)} document(s); params "
+                  f"{mc.params_json(self.key_params)}")]
         n_cached = sum(u.cached for u in self.units)
         lines.append(f"{len(self.units)} unit(s): {n_cached} from cache, {len(self.units) - n_cached} to compute")
         for u in self.units:

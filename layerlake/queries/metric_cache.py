@@ -25,7 +25,8 @@ import datetime as _dt
 import hashlib
 import io
 import logging
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq

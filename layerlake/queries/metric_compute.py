@@ -14,7 +14,8 @@ import contextlib
 import logging
 import math
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -23,8 +24,18 @@ from ..errors import SpecError
 from ..progress import track
 from ..store import LakeStore
 from . import metric_cache as mc
-from .metric_inputs import (ArrayHandles, LayerLocation, doc_blocks, doc_losses, iter_doc_arrays, locate_docs,
-                            pooled_vectors, read_block, sampled_tokens, token_sample)
+from .metric_inputs import (
+    ArrayHandles,
+    LayerLocation,
+    doc_blocks,
+    doc_losses,
+    iter_doc_arrays,
+    locate_docs,
+    pooled_vectors,
+    read_block,
+    sampled_tokens,
+    token_sample,
+)
 
 if TYPE_CHECKING:
     from .engine import MetricPlan, Unit
@@ -36,12 +47,16 @@ SMALL_PROBLEM_KINDS = ("doc_hidden", "doc_nll", "doc_trajectory")  # one small m
 BATCH_BYTES = 16 << 20  # float64 bytes of one stacked batch for a metric's batched twin
 
 
-def compute_units(store: LakeStore, plan: "MetricPlan") -> dict[str, pa.Table]:
+def compute_units(store: LakeStore, plan: MetricPlan) -> dict[str, pa.Table]:
     """Tables of every unit of ``plan``: read from cache, or computed (and cached)."""
     out: dict[str, pa.Table] = {}
     for u in plan.units:
         if u.cached:
-            out[u.key] = mc.read_unit(store, u.eid, u.key)
+            try:
+                out[u.key] = mc.read_unit(store, u.eid, u.key)
+            except (OSError, ValueError, pa.ArrowException) as exc:  # unreadable cache file: recompute it
+                log.warning("cached metric unit %s/%s is unreadable (%s); recomputing", u.eid, u.key, exc)
+                u.cached = False
     todo = plan.to_compute
     if not todo:
         log.info("metric %s: all %d unit(s) from cache", plan.defn.name, len(plan.units))
@@ -50,7 +65,7 @@ def compute_units(store: LakeStore, plan: "MetricPlan") -> dict[str, pa.Table]:
     fn = _KIND[plan.kind]
     with _blas_threads(1 if plan.kind in SMALL_PROBLEM_KINDS else None), \
             track(f"{plan.defn.name}", total=len(todo), unit="units") as tr:
-        def done(u: "Unit", rows: list[Row]) -> None:
+        def done(u: Unit, rows: list[Row]) -> None:
             common = {"extraction": u.eid, "model": u.model, "dataset": plan.request.dataset,
                       "metric": plan.defn.name, "version": plan.defn.version,
                       "params": mc.params_json({**plan.key_params, **_unit_extra(plan, u)})}
@@ -86,7 +101,7 @@ def _blas_threads(limit: int | None) -> Iterator[None]:
         yield
 
 
-def _unit_extra(plan: "MetricPlan", u: "Unit") -> dict[str, Any]:
+def _unit_extra(plan: MetricPlan, u: Unit) -> dict[str, Any]:
     extra: dict[str, Any] = {}
     if u.eid2 is not None:
         extra["vs_extraction"] = u.eid2
@@ -98,7 +113,7 @@ def _unit_extra(plan: "MetricPlan", u: "Unit") -> dict[str, Any]:
 class _Context:
     """Shared state of one computation: open arrays, locations and small caches of reduced arrays."""
 
-    def __init__(self, store: LakeStore, plan: "MetricPlan") -> None:
+    def __init__(self, store: LakeStore, plan: MetricPlan) -> None:
         self.store = store
         self.plan = plan
         self.params = plan.params
@@ -181,7 +196,7 @@ def _apply_docs(ctx: _Context, docs: list[np.ndarray]) -> np.ndarray:
     return out
 
 
-def _doc_hidden(ctx: _Context, units: list["Unit"], done: Callable[["Unit", list[Row]], None]) -> None:
+def _doc_hidden(ctx: _Context, units: list[Unit], done: Callable[[Unit, list[Row]], None]) -> None:
     for u in units:
         loc = ctx.loc(u.eid, u.layer)
         values = np.full(len(loc.hashes), np.nan)
@@ -192,7 +207,7 @@ def _doc_hidden(ctx: _Context, units: list["Unit"], done: Callable[["Unit", list
 
 
 # -- doc_nll ----------------------------------------------------------------------------------
-def _doc_nll(ctx: _Context, units: list["Unit"], done: Callable[["Unit", list[Row]], None]) -> None:
+def _doc_nll(ctx: _Context, units: list[Unit], done: Callable[[Unit, list[Row]], None]) -> None:
     for u in units:
         loc = ctx.loc(u.eid, None)
         losses = doc_losses(ctx.store, loc)
@@ -209,7 +224,7 @@ def _pooled(ctx: _Context, eid: str, layer: int) -> np.ndarray:
         ctx.store, ctx.loc(eid, layer), ctx.d(eid), ctx.block_bytes, ctx.handles(eid)))
 
 
-def _pooled_kind(ctx: _Context, units: list["Unit"], done: Callable[["Unit", list[Row]], None]) -> None:
+def _pooled_kind(ctx: _Context, units: list[Unit], done: Callable[[Unit, list[Row]], None]) -> None:
     for u in units:
         x = _pooled(ctx, u.eid, int(u.layer))
         done(u, [{"doc_hash": None, "value": ctx.call(x), "n": x.shape[0]}])
@@ -220,7 +235,7 @@ def _sample(ctx: _Context, eid: str, layer: int, sample: np.ndarray) -> np.ndarr
         ctx.store, ctx.loc(eid, layer), sample, ctx.d(eid), ctx.block_bytes, ctx.handles(eid)))
 
 
-def _token_cloud(ctx: _Context, units: list["Unit"], done: Callable[["Unit", list[Row]], None]) -> None:
+def _token_cloud(ctx: _Context, units: list[Unit], done: Callable[[Unit, list[Row]], None]) -> None:
     opts = ctx.plan.options
     for u in units:
         loc = ctx.loc(u.eid, u.layer)
@@ -229,7 +244,7 @@ def _token_cloud(ctx: _Context, units: list["Unit"], done: Callable[["Unit", lis
         done(u, [{"doc_hash": None, "value": ctx.call(x), "n": x.shape[0]}])
 
 
-def _views(ctx: _Context, units: list["Unit"], done: Callable[["Unit", list[Row]], None]) -> None:
+def _views(ctx: _Context, units: list[Unit], done: Callable[[Unit, list[Row]], None]) -> None:
     matrix = ctx.plan.view_matrix or []
     n_orig, n_views = len(matrix), len(matrix[0]) if matrix else 0
     for u in units:
@@ -239,7 +254,7 @@ def _views(ctx: _Context, units: list["Unit"], done: Callable[["Unit", list[Row]
 
 
 # -- layer pairs ------------------------------------------------------------------------------
-def _layer_pair(ctx: _Context, units: list["Unit"], done: Callable[["Unit", list[Row]], None]) -> None:
+def _layer_pair(ctx: _Context, units: list[Unit], done: Callable[[Unit, list[Row]], None]) -> None:
     opts = ctx.plan.options
     for u in units:
         eid_b = u.eid2 or u.eid
@@ -248,7 +263,7 @@ def _layer_pair(ctx: _Context, units: list["Unit"], done: Callable[["Unit", list
             y = _pooled(ctx, eid_b, int(u.layer2))
         else:
             loc_a, loc_b = ctx.loc(u.eid, u.layer), ctx.loc(eid_b, u.layer2)
-            if not np.array_equal(loc_a.tokens, loc_b.tokens):
+            if not np.array_equal(loc_a.tokens, loc_b.tokens) or not _same_tokenizer(ctx, u.eid, eid_b):
                 raise SpecError(f"rows='tokens' needs the same tokens in both inputs, but {u.model} and "
                                 f"{u.model2 or u.model} tokenise the documents differently; use rows='pooled'")
             sample = token_sample(loc_a.total_tokens, opts["max_tokens"], opts["sample_seed"])
@@ -257,8 +272,16 @@ def _layer_pair(ctx: _Context, units: list["Unit"], done: Callable[["Unit", list
         done(u, [{"doc_hash": None, "value": ctx.call(x, y), "n": x.shape[0]}])
 
 
+def _same_tokenizer(ctx: _Context, a: str, b: str) -> bool:
+    if a == b:
+        return True
+    ta = ctx.store.extraction(a).get("model", {}).get("tokenizer_hash")
+    tb = ctx.store.extraction(b).get("model", {}).get("tokenizer_hash")
+    return ta is None or tb is None or ta == tb
+
+
 # -- trajectories -----------------------------------------------------------------------------
-def _doc_trajectory(ctx: _Context, units: list["Unit"], done: Callable[["Unit", list[Row]], None]) -> None:
+def _doc_trajectory(ctx: _Context, units: list[Unit], done: Callable[[Unit, list[Row]], None]) -> None:
     for u in units:
         layers = [int(l) for _, l in u.reads]
         locs = [ctx.loc(u.eid, l) for l in layers]

@@ -10,14 +10,14 @@ in float64. Nothing here computes a metric.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from ..errors import NotFoundError, SpecError
-from ..store import LakeStore, read_parquet
-from ..store import reader
+from ..store import LakeStore, read_parquet, reader
 
 DEFAULT_BLOCK_BYTES = 64 << 20
 

@@ -21,9 +21,12 @@ Computed units land in the cache, which the ``metrics`` view shows.
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from ..errors import SpecError
+
+log = logging.getLogger(__name__)
 
 ROW_FIELDS = {
     "model": "VARCHAR", "extraction": "VARCHAR", "dataset": "VARCHAR", "metric": "VARCHAR",
@@ -68,10 +71,12 @@ def install_sql_metrics(conn: Any, lake: Any) -> None:
         return out
 
     struct = conn.struct_type(dict(ROW_FIELDS))
+    import duckdb
+
     try:
-        conn.remove_function("layerlake_metric_rows")
-    except Exception:  # not registered yet
-        pass
+        conn.remove_function("layerlake_metric_rows")  # installing twice replaces the function
+    except duckdb.Error:
+        log.debug("layerlake_metric_rows was not registered yet")
     conn.create_function("layerlake_metric_rows", rows, ["VARCHAR"] * 6, conn.list_type(struct),
                          null_handling="special", side_effects=True)
     conn.execute(MACRO_SQL)

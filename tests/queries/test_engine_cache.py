@@ -170,3 +170,16 @@ def test_sql_table_macro_computes_on_first_use(synth, reads):
     assert docs == (10, 10)
     with pytest.raises(duckdb.Error, match="valid metrics"):
         con.sql("SELECT * FROM layerlake_metric('nope', 'ds')").fetchall()
+
+
+def test_unreadable_cache_file_is_recomputed(synth, reads):
+    first = synth.lake.metric("mean_norm", dataset="ds", layers=[0])
+    eid = synth.eids["model-a"]
+    (key,) = mc.cached_keys(synth.lake.store, eid)
+    path = synth.lake.store.fs.path("metrics", eid, f"{key}.parquet")
+    with open(path, "wb") as fh:
+        fh.write(b"not parquet")
+    reads.clear()
+    again = synth.lake.metric("mean_norm", dataset="ds", layers=[0])
+    assert len(reads) > 0 and again.equals(first)
+    assert mc.read_unit(synth.lake.store, eid, key).num_rows == 11  # rewritten
