@@ -19,8 +19,8 @@ each runs:
 
 Per-document work runs with one BLAS thread in both (the engine's policy; with the
 default threads a loaded machine makes each small decomposition up to 10x slower,
-which would flatter the engine). Printed: wall seconds, ratio reference / engine, peak RSS growth of the process
-(``resource.getrusage``, MB above the process's size after imports), and the
+which would flatter the engine). Printed: wall seconds, ratio reference / engine, peak resident memory of the
+process above its size before the call (sampled from /proc every 5 ms), and the
 largest difference between the engine's and the reference's per-layer values.
 Timings depend on the machine and its load; compare the columns of one run.
 """
@@ -291,8 +291,41 @@ def run_reference(lake: Any, name: str) -> list[float]:
 
 
 # -- measurement in a fresh process -----------------------------------------------------------
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+class PeakRSS:
+    """Peak resident memory above the level at start, sampled every few ms (Linux /proc)."""
+
+    def __init__(self, every: float = 0.005) -> None:
+        import threading
+        self.every = every
+        self.page = os.sysconf("SC_PAGE_SIZE")
+        self.base = self.peak = self._rss()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _rss(self) -> int:
+        try:
+            with open("/proc/self/statm") as fh:
+                return int(fh.read().split()[1]) * self.page
+        except OSError:  # not Linux: the high-water mark since the process started
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._rss())
+            time.sleep(self.every)
+
+    def __enter__(self) -> "PeakRSS":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._rss())
+
+    @property
+    def mb(self) -> float:
+        return (self.peak - self.base) / 2**20
 
 
 def _worker(lake_path: str, name: str, which: str, queue: Any) -> None:
@@ -303,19 +336,19 @@ def _worker(lake_path: str, name: str, which: str, queue: Any) -> None:
         import layerlake.queries.metric_compute  # noqa: F401
         _, _, dataset, opts = HEAVY[name]
         lake.docs(dataset).collect()
-        base = _rss_mb()
-        t0 = time.perf_counter()
-        if which == "engine":
-            df = lake.metric(name, dataset=dataset, cache="refresh", **opts)
-            values = df["value"].to_list()
-        elif HEAVY[name][0] in ("doc", "traj"):
-            from threadpoolctl import threadpool_limits
-            with threadpool_limits(limits=1, user_api="blas"):  # the engine's policy for per-document work
+        with PeakRSS() as mem:
+            t0 = time.perf_counter()
+            if which == "engine":
+                df = lake.metric(name, dataset=dataset, cache="refresh", **opts)
+                values = df["value"].to_list()
+            elif HEAVY[name][0] in ("doc", "traj"):
+                from threadpoolctl import threadpool_limits
+                with threadpool_limits(limits=1, user_api="blas"):  # the engine's policy for per-document work
+                    values = run_reference(lake, name)
+            else:
                 values = run_reference(lake, name)
-        else:
-            values = run_reference(lake, name)
-        seconds = time.perf_counter() - t0
-        peak = _rss_mb() - base
+            seconds = time.perf_counter() - t0
+        peak = mem.mb
         cached = None
         if which == "engine":
             t1 = time.perf_counter()
