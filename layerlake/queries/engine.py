@@ -49,6 +49,7 @@ from .metric_inputs import DEFAULT_BLOCK_BYTES
 log = logging.getLogger(__name__)
 
 PER_CHOICES = ("layer", "doc")
+PER_DOC_KINDS = ("doc_hidden", "doc_nll", "doc_trajectory")  # inputs with one value per document
 EXECUTORS = ("local",)
 DEFAULT_MAX_TOKENS = 10_000
 
@@ -116,15 +117,6 @@ class Unit:
     reads: list[tuple[str, int | None]]  # (extraction, layer); layer None = per-token losses
     eid2: str | None = None
     model2: str | None = None
-
-    @property
-    def spec(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        if self.layer is not None:
-            out["layer"] = self.layer
-        if self.layer2 is not None:
-            out["layer2"] = self.layer2
-        return out
 
 
 @dataclasses.dataclass
@@ -270,8 +262,7 @@ def plan_metric(store: LakeStore, request: MetricRequest) -> MetricPlan:
     if kind == "jacobian_sketch":
         raise SpecError(f"metric {defn.name!r} reads Jacobian sketches (input jacobian_sketch), which the metric "
                         "engine does not serve yet; ingest with --jacobian-k and use lake.jacobians(...)")
-    if request.per == "doc" and defn.granularity != "document" and kind not in ("doc_hidden", "doc_nll",
-                                                                                 "doc_trajectory"):
+    if request.per == "doc" and kind not in PER_DOC_KINDS:
         raise SpecError(f"per='doc' needs a document-granularity metric; {defn.name!r} has one value per "
                         f"{'layer pair' if kind == 'layer_pair' else 'layer'} (input {kind}); use per='layer'")
     params = _canonical(defn, defn.resolve_params(request.params))
