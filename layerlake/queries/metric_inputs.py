@@ -19,7 +19,7 @@ import pyarrow as pa
 from ..errors import NotFoundError, SpecError
 from ..store import LakeStore, read_parquet, reader
 
-DEFAULT_BLOCK_BYTES = 64 << 20
+DEFAULT_BLOCK_BYTES = 32 << 20  # float32 rows per block; reading one costs ~4x this transiently
 
 
 @dataclasses.dataclass
