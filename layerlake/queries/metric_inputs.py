@@ -106,12 +106,56 @@ class ArrayHandles:
         return have
 
 
+COALESCE_GAP_ROWS = 8192  # rows a coalesced read may skip in one shard (beyond 2x what is wanted)
+
+
 def read_block(store: LakeStore, loc: LayerLocation, i0: int, i1: int, handles: ArrayHandles) -> np.ndarray:
-    """Float32 token rows ``[tokens of docs i0..i1-1, d_model]`` at ``loc.layer``."""
+    """Float32 token rows ``[tokens of docs i0..i1-1, d_model]`` at ``loc.layer``.
+
+    Windows of one shard that lie close together (the rows in between are at most
+    as many as those wanted, or ``COALESCE_GAP_ROWS``) are read as one range and
+    picked in memory: a chunk is then decoded once instead of once per window
+    (e.g. every other augmented view, or a dataset whose documents are scattered
+    over a shard written for another dataset).
+    """
     r0, r1 = int(loc.doc_start[i0]), int(loc.doc_start[i1])
     sub = loc.table.slice(r0, r1 - r0)
-    arrays = handles.for_layer(int(loc.layer), sorted(set(sub.column("shard").to_pylist())))
-    return reader.gather_rows(store, loc.eid, sub, int(loc.layer), arrays=arrays)
+    shards = sub.column("shard").to_pylist()
+    starts = sub.column("row_start").to_pylist()
+    counts = sub.column("n_tokens").to_pylist()
+    arrays = handles.for_layer(int(loc.layer), sorted(set(shards)))
+    layer = int(loc.layer)
+    by_shard: dict[str, list[tuple[int, int, int]]] = {}
+    dst = 0
+    for s, a, n in zip(shards, starts, counts):
+        by_shard.setdefault(s, []).append((int(a), int(n), dst))
+        dst += int(n)
+    if len(by_shard) == 1 and _contiguous(next(iter(by_shard.values()))):
+        return reader.gather_rows(store, loc.eid, sub, layer, arrays=arrays)
+    out: np.ndarray | None = None
+    for s, pieces in by_shard.items():
+        lo = min(a for a, _, _ in pieces)
+        hi = max(a + n for a, n, _ in pieces)
+        want = sum(n for _, n, _ in pieces)
+        if len(pieces) > 1 and (hi - lo <= 2 * want or hi - lo - want <= COALESCE_GAP_ROWS):
+            span = pa.table({"shard": [s], "row_start": [lo], "n_tokens": [hi - lo]})
+            big = reader.gather_rows(store, loc.eid, span, layer, arrays=arrays)
+            parts = [(big[a - lo:a - lo + n], d) for a, n, d in pieces]
+        else:
+            t = pa.table({"shard": [s] * len(pieces), "row_start": [a for a, _, _ in pieces],
+                          "n_tokens": [n for _, n, _ in pieces]})
+            got = reader.gather_rows(store, loc.eid, t, layer, arrays=arrays)
+            offs = np.concatenate([[0], np.cumsum([n for _, n, _ in pieces])])
+            parts = [(got[offs[k]:offs[k + 1]], d) for k, (_, _, d) in enumerate(pieces)]
+        for rows, d in parts:
+            if out is None:
+                out = np.empty((dst, rows.shape[1]), dtype=np.float32)
+            out[d:d + rows.shape[0]] = rows
+    return out if out is not None else np.empty((0, 0), dtype=np.float32)
+
+
+def _contiguous(pieces: list[tuple[int, int, int]]) -> bool:
+    return all(pieces[k][0] + pieces[k][1] == pieces[k + 1][0] for k in range(len(pieces) - 1))
 
 
 def iter_doc_arrays(store: LakeStore, loc: LayerLocation, d_model: int, block_bytes: int,

@@ -267,3 +267,19 @@ def test_every_registered_metric_runs_through_the_engine(rich_lake, name):
     assert df["value"].dtype == pl.Float64 and df["n"].min() > 0
     again = rich_lake.lake.explain_metric(name, dataset="ds", layers=[0, 1, 2, 3, 4, 5, 6])
     assert again.units["status"].unique().to_list() == ["cached"]
+
+
+def test_scattered_documents_are_read_in_one_range_per_shard(tmp_path, monkeypatch):
+    s = build(tmp_path, n_docs=20, docs_per_shard=20)
+    store = s.lake.store
+    table = store.dataset_table("ds")
+    store.write_dataset("odd", table.drop_columns(["ordinal"]).take(list(range(1, 20, 2))))
+    store.link_dataset("odd", s.eids["model-a"], {"model": "model-a"})
+    calls = []
+    real = reader.gather_rows
+    monkeypatch.setattr(reader, "gather_rows", lambda *a, **k: calls.append(a[2].num_rows) or real(*a, **k))
+    df = s.lake.metric("mean_norm", dataset="odd", layers=[1], per="doc")
+    assert calls == [1]  # one range covering the ten wanted documents and the nine between them
+    fn = get_metric("mean_norm").fn
+    np.testing.assert_allclose(df["value"].to_numpy(), [fn(h) for h in s.docs("model-a", 1, range(1, 20, 2))],
+                               rtol=1e-12)
