@@ -339,7 +339,7 @@ def _worker(lake_path: str, name: str, which: str, queue: Any) -> None:
     try:
         import layerlake as ll
         lake = ll.Lake(lake_path)
-        import layerlake.queries.engine
+        import layerlake.queries.metric_engine
         import layerlake.queries.metric_compute  # noqa: F401
         _, _, dataset, opts = HEAVY[name]
         lake.docs(dataset).collect()

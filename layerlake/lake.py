@@ -91,13 +91,13 @@ class Lake:
         ``match=``, ``rows=``, ``max_tokens=``, ``views=``, ``cache=False|"refresh"``).
         Columns: model, extraction, dataset, metric, layer, layer2, value, n, std, sem.
         """
-        from .queries.engine import compute_metric
+        from .queries.metric_engine import compute_metric
         return compute_metric(self.store, name, dataset, model, layers, per, executor, **params)
 
     def explain_metric(self, name: str, dataset: str, model: Any = None, layers: Any = "all",
                        per: str = "layer", executor: str = "local", **params: Any) -> Any:
         """What :meth:`metric` would do: cached vs to-compute units and the arrays it would read."""
-        from .queries.engine import explain_metric
+        from .queries.metric_engine import explain_metric
         return explain_metric(self.store, name, dataset, model, layers, per, executor, **params)
 
     def plot_metric(self, names: Any, dataset: str, out: Any, model: Any = None, layers: Any = "all",

@@ -1,4 +1,4 @@
-"""Computing the units of a :class:`~layerlake.queries.engine.MetricPlan` that are not cached.
+"""Computing the units of a :class:`~layerlake.queries.metric_engine.MetricPlan` that are not cached.
 
 One function per input kind. Each reads with :mod:`.metric_inputs` (one layer
 at a time, dataset order, blocks of documents), calls the registered pure
@@ -38,7 +38,7 @@ from .metric_inputs import (
 )
 
 if TYPE_CHECKING:
-    from .engine import MetricPlan, Unit
+    from .metric_engine import MetricPlan, Unit
 
 log = logging.getLogger(__name__)
 

@@ -57,7 +57,7 @@ def install_sql_metrics(conn: Any, lake: Any) -> None:
 
     def rows(name: str, dataset: str, model: str | None, layers: str | None, per: str | None,
              params: str | None) -> list[dict[str, Any]]:
-        from .engine import compute_metric
+        from .metric_engine import compute_metric
         try:
             kwargs = json.loads(params) if params else {}
         except json.JSONDecodeError as exc:

@@ -21,7 +21,7 @@ import polars as pl
 
 from ..errors import SpecError
 from ..metrics import get_metric
-from .engine import ENGINE_OPTIONS
+from .metric_engine import ENGINE_OPTIONS
 
 _ARROW = {"higher": "higher is better", "lower": "lower is better"}
 
