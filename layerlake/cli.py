@@ -306,6 +306,112 @@ def _cmd_sql(args: Any) -> int:
     return 0
 
 
+# -- metric / plot ----------------------------------------------------------------------------
+def _engine_kwargs(args: Any) -> dict[str, Any]:
+    from .queries.metric_cli import parse_params
+    kwargs = parse_params(args.param)
+    if getattr(args, "refresh", False):
+        kwargs["cache"] = "refresh"
+    elif getattr(args, "no_cache", False):
+        kwargs["cache"] = False
+    return kwargs
+
+
+def _models_arg(args: Any) -> Any:
+    if not args.model:
+        return None
+    return args.model[0] if len(args.model) == 1 else list(args.model)
+
+
+@command
+def _add_metric(sub: Any) -> None:
+    p = sub.add_parser("metric", help="compute a representation metric per model x layer (cached)",
+                       description="Compute metric NAME on a dataset from stored activations, one row per model x "
+                                   "layer (or per document with --per doc). Results are cached in the lake "
+                                   "(metrics/<extraction>/<key>.parquet); an identical request reads no arrays. "
+                                   "`layerlake metric --list` shows the metrics and their parameters.")
+    p.add_argument("name", nargs="?", help="metric name (see --list)")
+    p.add_argument("--lake", help="lake directory or fsspec URL")
+    p.add_argument("--dataset", help="dataset name")
+    p.add_argument("--model", action="append", help="model id/path as ingested, or extraction id (repeatable; "
+                                                    "default: every model of the dataset)")
+    p.add_argument("--layers", default="all", help="'all' (default) or comma-separated layer indices")
+    p.add_argument("--param", action="append", metavar="KEY=VALUE",
+                   help="metric parameter or engine option (pairs=0:3,3:6, match=depth, rows=pooled, "
+                        "max_tokens=N, views=2); repeatable")
+    p.add_argument("--per", default="layer", choices=["layer", "doc"], help="one row per layer (default) or document")
+    p.add_argument("--format", default="table", choices=["table", "csv", "json", "parquet"], help="output format")
+    p.add_argument("--out", help="write to FILE instead of stdout")
+    p.add_argument("--explain", action="store_true", help="show what is cached and what would be read; compute nothing")
+    p.add_argument("--refresh", action="store_true", help="recompute and overwrite cached results")
+    p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
+    p.add_argument("--list", action="store_true", help="list the metrics with their inputs and parameters")
+    p.set_defaults(func=_cmd_metric)
+
+
+def _cmd_metric(args: Any) -> int:
+    from .errors import SpecError
+    from .queries.metric_cli import metric_listing, write_frame
+    if args.list:
+        note = write_frame(metric_listing(), args.format, args.out, "metrics", drop=("source",))
+        if note:
+            print(note, file=sys.stderr)
+        return 0
+    missing = [f for f, v in (("NAME", args.name), ("--lake", args.lake), ("--dataset", args.dataset)) if not v]
+    if missing:
+        raise SpecError(f"layerlake metric needs {', '.join(missing)} (see layerlake metric --help)")
+    from .metrics import get_metric
+    get_metric(args.name)  # unknown name -> error listing the valid ones, before opening the lake
+    lake = _lake(args, mode="r" if args.explain else "a")
+    kwargs = _engine_kwargs(args)
+    if args.explain:
+        print(lake.explain_metric(args.name, args.dataset, model=_models_arg(args), layers=args.layers,
+                                  per=args.per, **kwargs))
+        return 0
+    frame = lake.metric(args.name, args.dataset, model=_models_arg(args), layers=args.layers, per=args.per, **kwargs)
+    note = write_frame(frame, args.format, args.out, f"{args.name} on {args.dataset}",
+                       drop=("dataset", "metric", "extraction2"))
+    if note:
+        print(note, file=sys.stderr)
+    return 0
+
+
+@command
+def _add_plot(sub: Any) -> None:
+    p = sub.add_parser("plot", help="plot metric(s) vs layer to a PNG, one curve per model",
+                       description="Draw metric NAME (or several with --panel A,B,C) against layer (or relative "
+                                   "depth), one curve per model, with a band of mean +- sem over documents for "
+                                   "document-level metrics. Computes what is not cached.")
+    p.add_argument("name", nargs="?", help="metric name (or use --panel)")
+    p.add_argument("--panel", help="comma-separated metric names drawn in a grid")
+    p.add_argument("--lake", required=True, help="lake directory or fsspec URL")
+    p.add_argument("--dataset", required=True, help="dataset name")
+    p.add_argument("--model", action="append", help="model (repeatable; default: every model of the dataset)")
+    p.add_argument("--layers", default="all", help="'all' (default) or comma-separated layer indices")
+    p.add_argument("--param", action="append", metavar="KEY=VALUE", help="metric parameter (repeatable)")
+    p.add_argument("--relative-depth", action="store_true", help="x axis = layer / number of blocks")
+    p.add_argument("--title", help="figure title")
+    p.add_argument("--out", required=True, help="output image (.png)")
+    p.set_defaults(func=_cmd_plot)
+
+
+def _cmd_plot(args: Any) -> int:
+    from .errors import SpecError
+    names = [n.strip() for n in (args.panel or "").split(",") if n.strip()]
+    if args.name:
+        names.insert(0, args.name)
+    if not names:
+        raise SpecError("layerlake plot needs a metric NAME or --panel NAME1,NAME2")
+    from .metrics import get_metric
+    for n in names:
+        get_metric(n)
+    lake = _lake(args)
+    out = lake.plot_metric(names, args.dataset, args.out, model=_models_arg(args), layers=args.layers,
+                           relative_depth=args.relative_depth, title=args.title, **_engine_kwargs(args))
+    print(f"wrote {out}")
+    return 0
+
+
 # -- quickstart -------------------------------------------------------------------------------
 @command
 def _add_quickstart(sub: Any) -> None:

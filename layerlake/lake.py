@@ -143,6 +143,34 @@ class Lake:
         return collect_garbage(self.store, dry_run=dry_run, grace_seconds=grace_seconds)
 
 
+    # -- metrics -----------------------------------------------------------------------------
+    def metric(self, name: str, dataset: str, model: Any = None, layers: Any = "all", per: str = "layer",
+               executor: str = "local", **params: Any) -> pl.DataFrame:
+        """Metric ``name`` (see ``layerlake.metrics.list_metrics()``) per model x layer, lazily cached.
+
+        ``model=None``: every model ingested for ``dataset``; a str or a list picks models.
+        ``per="doc"``: one row per document (document-granularity metrics). Other keywords
+        are metric parameters (``params={...}`` too) or engine options (``pairs=``,
+        ``match=``, ``rows=``, ``max_tokens=``, ``views=``, ``cache=False|"refresh"``).
+        Columns: model, extraction, dataset, metric, layer, layer2, value, n, std, sem.
+        """
+        from .queries.metric_engine import compute_metric
+        return compute_metric(self.store, name, dataset, model, layers, per, executor, **params)
+
+    def explain_metric(self, name: str, dataset: str, model: Any = None, layers: Any = "all",
+                       per: str = "layer", executor: str = "local", **params: Any) -> Any:
+        """What :meth:`metric` would do: cached vs to-compute units and the arrays it would read."""
+        from .queries.metric_engine import explain_metric
+        return explain_metric(self.store, name, dataset, model, layers, per, executor, **params)
+
+    def plot_metric(self, names: Any, dataset: str, out: Any, model: Any = None, layers: Any = "all",
+                    relative_depth: bool = False, **params: Any) -> Any:
+        """Draw metric(s) vs layer (one curve per model, mean +- sem bands) to a PNG; returns the path."""
+        from .queries.plots import plot_metrics
+        return plot_metrics(self, names, dataset, out, model=model, layers=layers,
+                            relative_depth=relative_depth, **params)
+
+
 def import_lake(src: Any, lake: Any, *, storage_options: dict[str, Any] | None = None,
                 lake_storage_options: dict[str, Any] | None = None) -> Any:
     """Import the export at ``src`` into ``lake`` (a :class:`Lake`, or a path/URL created if new).

@@ -99,8 +99,13 @@ def ingest(store: LakeStore, model: Any, data: Any, *, dataset: str | None = Non
            tokenizer: Any = None, gguf_file: str | None = None, revision: str | None = None,
            model_dtype: str | None = None, attn_implementation: str | None = None,
            model_name: str | None = None, progress: bool | None = None,
-           executor_options: dict[str, Any] | None = None) -> IngestResult:
-    """Ingest ``data`` with ``model`` into the lake; see :meth:`layerlake.Lake.ingest`."""
+           executor_options: dict[str, Any] | None = None, augment: int = 0,
+           augment_seed: int = 0) -> IngestResult:
+    """Ingest ``data`` with ``model`` into the lake; see :meth:`layerlake.Lake.ingest`.
+
+    ``augment=N`` also stores N seeded augmented views of every document (see
+    :mod:`layerlake.ingest.views`).
+    """
     t0 = time.monotonic()
     store.fs.check_writable()
     dataset = dataset or default_dataset_name(data)
@@ -110,6 +115,9 @@ def ingest(store: LakeStore, model: Any, data: Any, *, dataset: str | None = Non
     if executor not in ("local", "ray"):
         raise SpecError(f"executor={executor!r} must be 'local' or 'ray'")
     corpus = load_corpus(data, text_column=text_column)
+    if augment:
+        from .views import add_augmented_views
+        corpus, _ = add_augmented_views(corpus, augment, augment_seed)
     lm = load_model(model, tokenizer=tokenizer, gguf_file=gguf_file, revision=revision, device=device,
                     torch_dtype=model_dtype, attn_implementation=attn_implementation, model_name=model_name)
     layer_list = resolve_layers(spec0.layers, lm.n_layers, f"model {lm.ref} ({lm.n_layers} blocks)")
