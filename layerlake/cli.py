@@ -68,6 +68,7 @@ def _add_ingest(sub: Any) -> None:
     p.add_argument("--gpus-per-worker", type=float, help="GPUs per Ray worker (--executor ray)")
     p.add_argument("--augment", type=int, default=0,
                    help="also store N seeded character-level augmented views of each document")
+    p.add_argument("--augment-seed", type=int, default=0, help="seed of the augmented views (default 0)")
     p.set_defaults(func=_cmd_ingest)
 
 
@@ -83,6 +84,7 @@ def _cmd_ingest(args: Any) -> int:
                                                       ("gpus_per_worker", args.gpus_per_worker)) if v is not None}
     if args.augment:
         opts["augment"] = args.augment
+        opts["augment_seed"] = args.augment_seed
     lake = _lake(args)
     result = lake.ingest(args.model, args.data, dataset=args.dataset, text_column=args.text_column,
                          layers=args.layers, max_length=args.max_length, overflow=args.overflow, stride=args.stride,
