@@ -170,8 +170,9 @@ def make_batches(lm: LoadedModel, corpus: Corpus, hashes: Sequence[str], spec: C
     todo = sorted(hashes, key=order.__getitem__)
     docs = [corpus.documents[order[h]] for h in todo]
     windows, n_trunc = tokenize_documents(lm.tokenizer, docs, spec, orders=[order[h] for h in todo])
+    # no widening of the budget to the longest window: plan_batches gives an oversized window a batch of its
+    # own, and a budget that depended on the documents left would change the batches of a resumed ingest
     budget = batch_tokens or (32768 if lm.device.type == "cuda" else 4096)
-    budget = max(budget, max((w.n_tokens for w in windows), default=1))
     per_doc: dict[int, int] = {}
     for w in windows:
         per_doc[w.doc_order] = per_doc.get(w.doc_order, 0) + 1
