@@ -127,11 +127,28 @@ def open_group(lake: LakeFS, *parts: str) -> zarr.Group:
 
 def check_all_chunks(arr: zarr.Array) -> None:
     """Decode every chunk (the crc32c codec validates each); raises on damage."""
+    bad = damaged_chunks(arr)
+    if bad:
+        key, exc = bad[0]
+        raise IntegrityError(f"chunk {key} of {arr.path} fails to decode: {exc}")
+
+
+def damaged_chunks(arr: zarr.Array) -> list[tuple[str, str]]:
+    """(chunk key relative to the array, error) for every chunk that fails to decode.
+
+    Chunks along the first axis only (arrays of the lake are chunked by rows).
+    """
     rows = arr.chunks[0]
-    for start in range(0, arr.shape[0], rows):
-        arr[start:start + rows]
-    if arr.shape[0] == 0:
-        return
+    bad = []
+    for i, start in enumerate(range(0, arr.shape[0], rows)):
+        try:
+            arr[start:start + rows]
+        except (MemoryError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # codec errors of every kind mean damage
+            key = arr.metadata.encode_chunk_key((i,) + (0,) * (arr.ndim - 1))
+            bad.append((key, f"{type(exc).__name__}: {exc}"))
+    return bad
 
 
 def stored_nbytes(arr: zarr.Array) -> int:
