@@ -53,6 +53,7 @@ class IngestResult:
     shards_written: int
     bytes_written: int
     seconds: float
+    executor_stats: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def nothing_computed(self) -> bool:
@@ -108,8 +109,15 @@ def ingest(store: LakeStore, model: Any, data: Any, *, dataset: str | None = Non
                         jacobian=jacobian)
     if executor not in ("local", "ray"):
         raise SpecError(f"executor={executor!r} must be 'local' or 'ray'")
+    if executor == "ray":
+        from .executors import check_ray_setup  # imported lazily: ray is optional
+        check_ray_setup(store, executor_options)
+    elif executor_options:
+        raise SpecError(f"executor_options {sorted(executor_options)} are for executor='ray', not 'local'")
     corpus = load_corpus(data, text_column=text_column)
-    lm = load_model(model, tokenizer=tokenizer, gguf_file=gguf_file, revision=revision, device=device,
+    # with Ray the driver's copy only plans and tokenizes: keep it off the GPUs the workers need
+    lm = load_model(model, tokenizer=tokenizer, gguf_file=gguf_file, revision=revision,
+                    device="cpu" if executor == "ray" else device,
                     torch_dtype=model_dtype, attn_implementation=attn_implementation, model_name=model_name)
     layer_list = resolve_layers(spec0.layers, lm.n_layers, f"model {lm.ref} ({lm.n_layers} blocks)")
     resolved_max = spec0.max_length or model_max_length(lm.model, lm.tokenizer)
@@ -130,7 +138,7 @@ def ingest(store: LakeStore, model: Any, data: Any, *, dataset: str | None = Non
                         progress=progress, options=executor_options or {},
                         load_kwargs=dict(model=model, tokenizer=tokenizer, gguf_file=gguf_file, revision=revision,
                                          model_dtype=model_dtype, attn_implementation=attn_implementation,
-                                         model_name=model_name))
+                                         model_name=model_name, device=device))
     else:
         stats = run_local(store, eid, lm, corpus, plan, spec, batch_tokens=batch_tokens, shard_bytes=shard_bytes,
                           progress=progress)
@@ -143,7 +151,8 @@ def ingest(store: LakeStore, model: Any, data: Any, *, dataset: str | None = Non
         computed_docs=len(computed), reused_docs=reused,
         skipped_empty=corpus.n_empty, duplicates=corpus.n_duplicates, truncated_docs=stats["truncated"],
         computed_tokens=stats["tokens"], layers=layer_list, shards_written=stats["shards"],
-        bytes_written=stats["bytes"], seconds=time.monotonic() - t0)
+        bytes_written=stats["bytes"], seconds=time.monotonic() - t0,
+        executor_stats={k: v for k, v in stats.items() if k not in ("tokens", "shards", "bytes", "truncated")})
     log.info(result.summary())
     return result
 
