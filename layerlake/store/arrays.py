@@ -19,6 +19,7 @@ from .fs import LakeFS
 
 CHUNK_BYTES = 2 * 1024 * 1024
 PHYSICAL_DTYPE = {"float16": "float16", "bfloat16": "uint16", "float32": "float32"}
+BF16_NAN_BITS = 0x7FC0
 
 
 def codecs() -> list[Any]:
@@ -42,9 +43,17 @@ def write_array(group: zarr.Group, name: str, data: np.ndarray, logical_dtype: s
     """Create ``group[name]`` holding ``data`` (already in its physical dtype), whole chunks at once."""
     row_bytes = int(np.prod(data.shape[1:], dtype=np.int64)) * data.dtype.itemsize
     chunks = (chunk_rows(row_bytes, data.shape[0], chunk_bytes),) + tuple(data.shape[1:])
+    # zarr reads a missing chunk file as fill_value, silently: a NaN fill makes a lost chunk of a float
+    # array visible to read_rows (stored hidden states are never NaN: capture refuses them)
+    fill: Any = 0
+    extra: dict[str, Any] = {}
+    if data.dtype.kind == "f":
+        fill, extra = float("nan"), {"fill": "nan"}
+    elif logical_dtype == "bfloat16" and data.dtype == np.uint16:
+        fill, extra = BF16_NAN_BITS, {"fill": "nan"}
     arr = group.create_array(name, shape=data.shape, chunks=chunks, dtype=data.dtype,
-                             compressors=codecs(), fill_value=0,
-                             attributes={"dtype": logical_dtype, **(attrs or {})})
+                             compressors=codecs(), fill_value=fill,
+                             attributes={"dtype": logical_dtype, **extra, **(attrs or {})})
     if data.size:
         arr[...] = data
 
@@ -88,6 +97,11 @@ def read_rows(arr: zarr.Array, ranges: Sequence[tuple[int, int]], *, where: str 
     d = arr.shape[1:]
     raw = np.concatenate(parts) if parts else np.empty((0,) + tuple(d), dtype=arr.dtype)
     out = to_float32(raw, logical)
+    if arr.attrs.get("fill") == "nan" and out.size and np.isnan(out).any():
+        raise IntegrityError(
+            f"cannot read {where or arr.path}: a chunk file is missing (read back as the NaN fill value); "
+            "run `layerlake verify` and re-ingest the affected documents"
+        )
     # re-expand merged ranges into the requested order
     return _reorder(out, ranges)
 
