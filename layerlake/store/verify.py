@@ -15,6 +15,7 @@ import zarr
 from ..errors import LayerlakeError
 from .arrays import damaged_chunks, open_group
 from .catalog import LakeStore
+from .hashing import doc_hash
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +75,13 @@ def verify_lake(store: LakeStore, *, deep: bool = True,
             problems.append(Problem(fs.url_of("datasets", name, "docs.parquet"), f"unreadable: {exc}"))
             continue
         hashes = table.column("doc_hash").to_pylist()
+        if deep and "text" in table.column_names:
+            # a dataset table has no checksum of its own, but each row carries one: doc_hash = hash(text)
+            bad = sum(1 for h, t in zip(hashes, table.column("text").to_pylist())
+                      if not isinstance(t, str) or _text_hash(t) != h)
+            if bad:
+                problems.append(Problem(fs.url_of("datasets", name, "docs.parquet"),
+                                        f"{bad} row(s) whose text does not match its doc_hash (file damaged)"))
         for eid in store.dataset_links(name):
             if not fs.exists("extractions", eid, "extraction.json"):
                 problems.append(Problem(fs.url_of("datasets", name, "links", f"{eid}.json"),
@@ -133,6 +141,13 @@ def _verify_group(fs: Any, base: tuple[str, ...], group_name: str) -> list[Probl
         for key, why in bad:
             out.append(Problem(fs.url_of(*base, group_name, path, key), f"chunk fails to decode ({why})"))
     return out
+
+
+def _text_hash(text: str) -> str | None:
+    try:
+        return doc_hash(text)
+    except UnicodeEncodeError:
+        return None
 
 
 def _all_arrays(group: zarr.Group, prefix: str = "") -> list[tuple[str, zarr.Array]]:

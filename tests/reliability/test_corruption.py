@@ -202,6 +202,21 @@ def test_damaged_array_metadata(damaged, capsys, fault_tally):
     fault_tally.record("corruption: zarr metadata", detected=1)
 
 
+def test_dataset_table_with_changed_text(damaged, capsys, fault_tally):
+    """Dataset tables have no checksum of their own, but every row's doc_hash is the hash of its text."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    root, base = damaged
+    path = root / "datasets" / "b" / "docs.parquet"
+    table = pq.read_table(path)
+    texts = table.column("text").to_pylist()
+    texts[3] = texts[3].replace("e", "3", 1)
+    pq.write_table(table.set_column(table.column_names.index("text"), "text", pa.array(texts)), path)
+    code, err = verify_cli(root, capsys)
+    assert code == 1 and str(path) in err and "doc_hash" in err
+    fault_tally.record("corruption: dataset table", detected=1)
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_random_byte_flips_in_committed_files(damaged, seed, fault_tally):
     """Flip one byte of a random committed shard file: verify names that file, and every read either
