@@ -217,7 +217,7 @@ class IngestWorker:
 
     def __init__(self, lake_url: str, storage_options: dict[str, Any], eid: str, spec: CaptureSpec,
                  load_kwargs: dict[str, Any], model_obj: Any, device: str, threads: int,
-                 fingerprint: str) -> None:
+                 fingerprint: dict[str, Any]) -> None:
         self.error: BaseException | None = None
         self.eid = eid
         self.spec = spec
@@ -229,7 +229,7 @@ class IngestWorker:
             self.error = exc
 
     def _start(self, lake_url: str, storage_options: dict[str, Any], load_kwargs: dict[str, Any], model_obj: Any,
-               device: str, threads: int, fingerprint: str) -> None:
+               device: str, threads: int, fingerprint: dict[str, Any]) -> None:
         import torch
 
         from ..progress import set_progress
@@ -251,11 +251,15 @@ class IngestWorker:
         self.lm = load_model(model, tokenizer=kw.get("tokenizer"), gguf_file=kw.get("gguf_file"),
                              revision=kw.get("revision"), device=device, torch_dtype=kw.get("model_dtype"),
                              attn_implementation=kw.get("attn_implementation"), model_name=kw.get("model_name"))
-        if self.lm.fingerprint != fingerprint:
+        if self.lm.fingerprint != fingerprint["fingerprint"]:
+            differ = sorted(k for k in ("model_class", "config_hash", "weights_hash", "tokenizer_hash", "model_dtype",
+                                        "attn_implementation", "padding_side")
+                            if self.lm.info.get(k) != fingerprint.get(k))
             raise ModelLoadError(
                 f"the Ray worker on {self.host} loaded model {self.lm.ref} with fingerprint {self.lm.fingerprint}, "
-                f"but the driver's is {fingerprint}: the workers see other weights or another tokenizer at that "
-                "path; give every machine the same model files (or a Hub id with a pinned revision)"
+                f"but the driver's is {fingerprint['fingerprint']} (differing: {', '.join(differ) or '?'}): the "
+                "workers see other weights or another tokenizer; give every machine the same model files (or a "
+                "Hub id with a pinned revision)"
             )
         self.fs = LakeFS(lake_url, storage_options=storage_options)
         self.token_text = token_text_table(self.lm.tokenizer)
@@ -376,7 +380,7 @@ def run_ray(store: LakeStore, eid: str, lm: Any, corpus: Any, plan: dict[tuple[i
 
     def start_actor() -> _Slot:
         handle = actor_cls.remote(lake_url, store.fs.storage_options, eid, spec, kw, model_obj, worker_device,
-                                  threads, lm.fingerprint)
+                                  threads, dict(lm.info))
         slot = _Slot(len(slots), handle, handle.ready.remote())
         slots.append(slot)
         return slot

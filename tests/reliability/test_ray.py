@@ -74,6 +74,12 @@ def test_cli_ray_ingest_equals_local(tmp_path, ray_cluster, tiny_gpt2, small_cor
 
 
 def test_killed_worker_unit_is_computed_again(tmp_path, ray_cluster, tiny_gpt2, corpus, pid_log, fault_tally):
+    """SIGKILL one worker after the first commit: its units are computed again by a fresh worker.
+
+    The model is passed as a PreTrainedModel object (it reaches the workers, the replacement
+    included, through Ray's object store).
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
     texts = [f"{i}: {t}" for i in range(3) for t in corpus]  # 120 documents, ~45 shards
     ref = ll.Lake(tmp_path / "local")
     ref.ingest(str(tiny_gpt2), texts, dataset="d", **OPTS)
@@ -93,8 +99,10 @@ def test_killed_worker_unit_is_computed_again(tmp_path, ray_cluster, tiny_gpt2, 
 
     t = threading.Thread(target=killer)
     t.start()
-    res = ll.Lake(root).ingest(str(tiny_gpt2), texts, dataset="d", executor="ray",
-                               executor_options={"num_workers": 2}, **OPTS)
+    model = AutoModelForCausalLM.from_pretrained(tiny_gpt2)
+    res = ll.Lake(root).ingest(model, texts, tokenizer=AutoTokenizer.from_pretrained(tiny_gpt2), dataset="d",
+                               model_name=str(tiny_gpt2), executor="ray", executor_options={"num_workers": 2},
+                               **OPTS)
     t.join()
     lake = ll.Lake(root, mode="r")
     diffs = lake_differences(lake, ref)

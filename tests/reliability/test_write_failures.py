@@ -81,7 +81,7 @@ def run_trial(tmp_path, setup, tiny_gpt2, corpus, fail_at: int, mode: str) -> tu
 @pytest.mark.parametrize("mode", ["before", "after"])
 def test_one_failing_write_at_random_points(tmp_path, setup, tiny_gpt2, corpus, fault_tally, mode):
     rng = random.Random(3 if mode == "before" else 4)
-    points = sorted(rng.sample(range(1, setup["n_writes"] + 1), 6))
+    points = sorted(rng.sample(range(1, setup["n_writes"] + 1), 4))
     failures = []
     for n in points:
         detected, problems = run_trial(tmp_path, setup, tiny_gpt2, corpus, n, mode)
