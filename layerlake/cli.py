@@ -58,6 +58,8 @@ def _add_ingest(sub: Any) -> None:
     p.add_argument("--model-dtype", default=None, help="dtype to load the model in (default: as stored, fp32 on CPU)")
     p.add_argument("--gguf-file", help="GGUF file name inside the model directory")
     p.add_argument("--batch-tokens", type=int, help="padded tokens per forward batch (default 4096 CPU, 32768 GPU)")
+    p.add_argument("--shard-mb", type=float, help="hidden-state megabytes per shard (default 256; the unit of "
+                                                  "commit, resume and Ray work)")
     p.add_argument("--jacobian-k", type=int, help="store one-pass Jacobian sketches with k columns (e.g. 21)")
     p.add_argument("--jacobian-l", type=int, help="rows of the co-range sketch (default 2k+1)")
     p.add_argument("--jacobian-positions", default="last", help="'last' (default), 'all' or N sampled per document")
@@ -73,18 +75,27 @@ def _add_ingest(sub: Any) -> None:
 
 
 def _cmd_ingest(args: Any) -> int:
+    from .errors import SpecError
     from .store import JacobianSketch
     jac = None
     if args.jacobian_k:
         jac = JacobianSketch(k=args.jacobian_k, l=args.jacobian_l, positions=args.jacobian_positions,
                              layers=args.jacobian_layers)
     opts: dict[str, Any] = {}
+    ray_opts = {k: v for k, v in (("address", args.address), ("num_workers", args.num_workers),
+                                  ("gpus_per_worker", args.gpus_per_worker)) if v is not None}
     if args.executor == "ray":
-        opts["executor_options"] = {k: v for k, v in (("address", args.address), ("num_workers", args.num_workers),
-                                                      ("gpus_per_worker", args.gpus_per_worker)) if v is not None}
+        opts["executor_options"] = ray_opts
+    elif ray_opts:
+        flags = ", ".join("--" + k.replace("_", "-") for k in ray_opts)
+        raise SpecError(f"{flags} only apply with --executor ray")
     if args.augment:
         opts["augment"] = args.augment
         opts["augment_seed"] = args.augment_seed
+    if args.shard_mb is not None:
+        if not 0 < args.shard_mb < 1e7:
+            raise SpecError(f"--shard-mb {args.shard_mb} must be a positive number of megabytes (e.g. 256)")
+        opts["shard_bytes"] = int(args.shard_mb * 1e6)
     lake = _lake(args)
     result = lake.ingest(args.model, args.data, dataset=args.dataset, text_column=args.text_column,
                          layers=args.layers, max_length=args.max_length, overflow=args.overflow, stride=args.stride,

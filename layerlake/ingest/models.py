@@ -218,7 +218,17 @@ def tokenizer_hash(tok: Any) -> str:
                              "special": {k: str(v) for k, v in sorted(tok.special_tokens_map.items())}}
     backend = getattr(tok, "backend_tokenizer", None)
     if backend is not None:
-        parts["backend"] = hashlib.sha256(backend.to_str().encode()).hexdigest()
+        # truncation and padding are per-call state that a fast tokenizer leaves on its backend after each
+        # call: hashing them made the same tokenizer a different extraction once it had been used
+        # (a fresh tokenizer hashes as before: the copy is reset to no truncation and no padding)
+        text = backend.to_str()
+        if backend.truncation is not None or backend.padding is not None:
+            from tokenizers import Tokenizer
+            clean = Tokenizer.from_str(text)
+            clean.no_truncation()
+            clean.no_padding()
+            text = clean.to_str()
+        parts["backend"] = hashlib.sha256(text.encode()).hexdigest()
     else:
         parts["vocab"] = hashlib.sha256(repr(sorted(tok.get_vocab().items())).encode()).hexdigest()
     return json_hash(parts, 32)

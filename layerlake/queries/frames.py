@@ -14,7 +14,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..errors import NotFoundError, SpecError
+from ..errors import IntegrityError, NotFoundError, SpecError
 from ..store import LakeStore, parse_layers
 from .remote import scan_lake_parquet
 
@@ -39,6 +39,9 @@ def locate_dataset(store: LakeStore, dataset: str, eid: str, layer: int | None =
     missing = [h for h in hashes if h not in found]
     if missing:
         what = f"layer {layer}" if layer is not None else "tokens"
+        lost = lost_documents_error(store, dataset, eid, layer, len(missing))
+        if lost is not None:
+            raise lost
         have = store.extraction(eid)
         raise NotFoundError(
             f"{len(missing)} document(s) of dataset {dataset!r} have no {what} in extraction {eid} "
@@ -47,11 +50,32 @@ def locate_dataset(store: LakeStore, dataset: str, eid: str, layer: int | None =
     return loc
 
 
+def lost_documents_error(store: LakeStore, dataset: str, eid: str, layer: int | None,
+                         n_missing: int) -> IntegrityError | None:
+    """An IntegrityError when documents the dataset was ingested with are gone (damage, not a request
+    for something never computed); None otherwise."""
+    damaged = store.damaged_shards(eid)
+    if damaged:
+        sid, why = sorted(damaged.items())[0]
+        return IntegrityError(f"{n_missing} document(s) of dataset {dataset!r} are in damaged shard(s) of extraction "
+                              f"{eid} ({len(damaged)} shard(s), e.g. {sid}: {why})")
+    link = store.dataset_links(dataset).get(eid)
+    if link is not None and (layer is None or layer in link.get("layers", [])):
+        return IntegrityError(
+            f"{n_missing} document(s) of dataset {dataset!r} that were ingested into extraction {eid} are missing "
+            "from its committed shards (a commit marker or shard was lost); run `layerlake verify`, then re-run "
+            "the ingest to recompute them"
+        )
+    return None
+
+
 def tokens_frame(store: LakeStore, dataset: str, model: str | None = None) -> pl.LazyFrame:
     """One row per stored token of the dataset, in dataset order (a LazyFrame over Parquet)."""
     eid = store.resolve_extraction(dataset, model)
     loc = locate_dataset(store, dataset, eid)
     shards = sorted(set(loc.column("shard").to_pylist()))
+    for s in shards:  # checks each tokens.parquet against its commit marker's crc32c (once per handle)
+        store.checked_url(eid, s, "tokens.parquet")
     order = pl.from_arrow(store.dataset_table(dataset).select(["ordinal", "doc_hash"])).lazy()
     pick = pl.from_arrow(loc.select(["doc_hash", "shard"])).lazy().unique()
     scans = [scan_lake_parquet(store, "extractions", eid, "shards", s, "tokens.parquet")
