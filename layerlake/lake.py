@@ -111,6 +111,18 @@ class Lake:
         from .queries.engine import engine_for
         return engine_for(self).reader.track()
 
+    def jacobians(self, dataset: str, model: str | None = None, layer: int | None = None,
+                  rows: Sequence[int] | None = None, K: int | None = None, dense: bool = False, sketch: Any = None,
+                  docs: Sequence[str] | None = None) -> Any:
+        """Residual block Jacobians of the dataset's sketched tokens at block ``layer``.
+
+        Returns a ``JacobianSet``: low-rank factors ``Jres ~ Q X`` per token, top-``K``
+        singular triplets (``U``, ``S``, ``V``; K defaults to min(10, k)), a ``tokens`` frame saying which
+        document/position each belongs to, and ``d x d`` arrays only with ``dense=True``.
+        """
+        from .queries.jacobians import jacobians
+        return jacobians(self.store, dataset, model, layer, rows=rows, K=K, dense=dense, sketch=sketch, docs=docs)
+
     def extraction_id(self, dataset: str | None = None, model: str | None = None) -> str:
         return self.store.resolve_extraction(dataset, model)
 

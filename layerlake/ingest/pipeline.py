@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -139,7 +140,12 @@ def ingest(store: LakeStore, model: Any, data: Any, *, dataset: str | None = Non
     })
     store.add_alias(eid, lm.ref)
 
-    plan = plan_work(store, eid, corpus, layer_list)
+    jac_want = None
+    if spec.jacobian is not None:
+        jac = _jacobian_capture(spec)
+        jac.prepare(lm)  # k, l <= d, block layers, capturable blocks: checked before any compute
+        jac_want = (jac.key, jac.layers)
+    plan = plan_work(store, eid, corpus, layer_list, jacobian=jac_want)
     computed = {h for g in plan.values() for h in g}
     reused = len(corpus.documents) - len(computed)
     if executor == "ray" and computed:
@@ -169,18 +175,36 @@ def ingest(store: LakeStore, model: Any, data: Any, *, dataset: str | None = Non
     return result
 
 
-def plan_work(store: LakeStore, eid: str, corpus: Corpus, layers: list[int]) -> dict[tuple[int, ...], list[str]]:
-    """Missing (document, layer) pairs grouped by the exact set of missing layers."""
+def plan_work(store: LakeStore, eid: str, corpus: Corpus, layers: list[int],
+              jacobian: tuple[str, list[int]] | None = None) -> dict[tuple[int, ...], list[str]]:
+    """Missing (document, layer) pairs grouped by the exact set of missing layers.
+
+    With ``jacobian=(sketch key, blocks)``, a document whose committed shards lack
+    sketches of that key for some of those blocks is planned too (in the group of
+    its missing hidden layers, possibly ``()``). Every planned document gets all
+    the requested sketches, so a shard's manifest lists exactly what each of its
+    documents holds (a document recomputed for missing hidden layers gets its
+    sketches again; readers use the first shard).
+    """
     index = store.doc_index(eid)
     have: dict[str, set[int]] = {}
+    jac_have: dict[str, set[int]] = {}
     if index.num_rows:
-        for h, ls in zip(index.column("doc_hash").to_pylist(), index.column("layers").to_pylist()):
+        hashes = index.column("doc_hash").to_pylist()
+        for h, ls in zip(hashes, index.column("layers").to_pylist()):
             have.setdefault(h, set()).update(ls)
+        if jacobian is not None:
+            key = jacobian[0]
+            by_shard = {m["shard"]: set((m.get("jacobian") or {}).get(key, {}).get("layers", []))
+                        for m in store.shard_manifests(eid)}
+            for h, sid in zip(hashes, index.column("shard").to_pylist()):
+                jac_have.setdefault(h, set()).update(by_shard.get(sid, ()))
     want = set(layers)
+    jac_want = set(jacobian[1]) if jacobian is not None else set()
     groups: dict[tuple[int, ...], list[str]] = {}
     for d in corpus.documents:
         missing = want - have.get(d.doc_hash, set())
-        if missing:
+        if missing or jac_want - jac_have.get(d.doc_hash, set()):
             groups.setdefault(tuple(sorted(missing)), []).append(d.doc_hash)
     return groups
 
@@ -234,6 +258,9 @@ def run_local(store: LakeStore, eid: str, lm: LoadedModel, corpus: Corpus, plan:
         for layers, hashes in sorted(plan.items()):
             batches, per_doc, n_trunc = make_batches(lm, corpus, hashes, spec, batch_tokens)
             stats["truncated"] += n_trunc
+            if jac_capture is not None:
+                jac_capture.prepare(lm)
+                jac_capture.check_windows([w for b in batches for w in b.windows])  # before any compute
 
             def committed(man: dict[str, Any]) -> None:
                 stats["shards"] += 1
@@ -246,7 +273,8 @@ def run_local(store: LakeStore, eid: str, lm: LoadedModel, corpus: Corpus, plan:
             try:
                 done_docs: set[int] = set()
                 for batch in batches:
-                    out, hs, ids, mask = forward_batch(lm, batch, list(layers), spec.dtype)
+                    with jac_capture.recording(lm) if jac_capture is not None else contextlib.nullcontext():
+                        out, hs, ids, mask = forward_batch(lm, batch, list(layers), spec.dtype)
                     if jac_capture is not None:
                         out.extra["jacobian"] = jac_capture(lm, batch, hs, ids, mask, list(layers))
                     del hs

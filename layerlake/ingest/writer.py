@@ -96,6 +96,7 @@ class ShardWriter:
                 item.wait()
                 self._buf.append(item)
                 self._buf_bytes += sum(t.numel() * t.element_size() for t in item.hidden.values())
+                self._buf_bytes += _extra_bytes(item.extra)
                 for w in item.batch.windows:
                     self._seen[w.doc_order] = self._seen.get(w.doc_order, 0) + 1
                 if self._boundary_ok() and (self._buf_bytes >= self.shard_bytes or
@@ -168,6 +169,16 @@ def build_shard(outputs: list[BatchOutput], layers: list[int], dtype: str,
     hidden = {l: np.concatenate([o.hidden_numpy(l, dtype) for o in outputs]) for l in layers}
     jacobian = merge_extra_arrays(outputs, batch_row_offsets, "jacobian")
     return ShardData(docs=docs, tokens=tokens, hidden=hidden, dtype=dtype, jacobian=jacobian, info=info)
+
+
+def _extra_bytes(extra: dict[str, Any]) -> int:
+    """Bytes of the arrays in ``BatchOutput.extra`` captures (they count towards the shard size)."""
+    total = 0
+    for entries in extra.values():
+        for entry in (entries or {}).values():
+            for arrays in entry.get("layers", {}).values():
+                total += sum(np.asarray(a).nbytes for a in arrays.values())
+    return total
 
 
 def merge_extra_arrays(outputs: list[BatchOutput], row_offsets: list[int], key: str) -> dict[str, dict[str, Any]]:

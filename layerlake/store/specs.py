@@ -19,7 +19,7 @@ STORAGE_DTYPES = ("float16", "bfloat16", "float32")
 OVERFLOW_MODES = ("truncate", "window", "error")
 
 Layers = Union[Literal["all"], tuple[int, ...]]
-Positions = Union[Literal["last", "all"], int]
+Positions = Union[Literal["last", "all"], int, tuple[int, ...]]
 
 
 def parse_layers(value: Any) -> Layers:
@@ -45,15 +45,45 @@ def parse_layers(value: Any) -> Layers:
     return layers
 
 
+def _parse_positions(pos: Any) -> Positions:
+    """``"last"``, ``"all"``, N (``"5"``) or explicit positions (``"0,-1"``, ``[3]``) -> canonical form."""
+    bad = (f"JacobianSketch positions={pos!r} must be 'last', 'all', a positive integer N (sample N per document) "
+           "or a list of explicit positions like '0,-1'")
+    if isinstance(pos, str) and pos not in ("last", "all"):
+        parts = [p.strip() for p in pos.split(",")]
+        try:
+            if len(parts) == 1:
+                pos = int(parts[0])
+            else:
+                pos = tuple(int(p) for p in parts if p)
+        except ValueError:
+            raise SpecError(bad) from None
+    if isinstance(pos, (list, tuple)):
+        if not pos or not all(isinstance(p, int) and not isinstance(p, bool) for p in pos):
+            raise SpecError(bad)
+        return tuple(sorted(set(pos), key=lambda p: (p < 0, p)))
+    if isinstance(pos, bool) or not (isinstance(pos, int) or pos in ("last", "all")):
+        raise SpecError(bad)
+    if isinstance(pos, int) and pos < 1:
+        raise SpecError(f"JacobianSketch positions={pos} must be >= 1 (N positions sampled per document)")
+    return pos
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class JacobianSketch:
     """One-pass sketch of residual block Jacobians (METRICS.md 8.3).
 
     k: columns of the range sketch Y = Jres Omega (``k >= 1``);
     l: rows of the co-range sketch W = Psi^T Jres (default ``2k + 1``);
-    positions: ``"last"`` (last token of each document), ``"all"`` or N
-    positions sampled per document with ``seed``; layers: blocks to sketch
-    (``"all"`` or block indices 1..L); exact: also store the full d x d Jacobian.
+    positions: ``"last"`` (last token of each document window), ``"all"``, an
+    int N (N positions sampled per window with ``seed``; all of them when the
+    window is shorter) or a tuple of explicit positions (negative = from the end,
+    e.g. ``(0, -1)``; CLI: ``"0,-1"``, a single one as ``"5,"``); layers: blocks to
+    sketch (``"all"`` or block indices 1..L); exact: also store the full d x d Jacobian;
+    power_iterations: q > 0 stores ``Q = orth((Jres Jres^T)^q Jres Omega)`` and
+    ``B = Q^T Jres`` instead of the one-pass ``Y, W`` (METRICS.md 8.2: (2q + 2) k
+    products instead of k + l, far more accurate top singular vectors when the
+    spectrum decays slowly; ``l`` is then unused).
     """
 
     k: int = 21
@@ -62,6 +92,7 @@ class JacobianSketch:
     layers: Layers = "all"
     seed: int = 0
     exact: bool = False
+    power_iterations: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.k, int) or self.k < 1:
@@ -70,24 +101,26 @@ class JacobianSketch:
         if not isinstance(l, int) or l < self.k:
             raise SpecError(f"JacobianSketch l={self.l!r} must be an integer >= k={self.k} (default 2k+1)")
         object.__setattr__(self, "l", l)
-        pos = self.positions
-        if isinstance(pos, str) and pos not in ("last", "all"):
-            try:
-                pos = int(pos)
-            except ValueError:
-                raise SpecError(f"JacobianSketch positions={pos!r} must be 'last', 'all' or a positive integer") from None
-        if isinstance(pos, int) and not isinstance(pos, bool) and pos < 1:
-            raise SpecError(f"JacobianSketch positions={pos} must be >= 1")
-        object.__setattr__(self, "positions", pos)
+        if not isinstance(self.power_iterations, int) or isinstance(self.power_iterations, bool) \
+                or self.power_iterations < 0:
+            raise SpecError(f"JacobianSketch power_iterations={self.power_iterations!r} must be an integer >= 0 "
+                            "(0 = one-pass sketch; 2-4 for accurate top singular vectors)")
+        object.__setattr__(self, "positions", _parse_positions(self.positions))
         object.__setattr__(self, "layers", parse_layers(self.layers))
 
     def identity(self) -> dict[str, Any]:
         """What makes two sketches of the same token comparable (layers excluded)."""
-        return {"k": self.k, "l": self.l, "positions": self.positions, "seed": self.seed, "exact": self.exact}
+        pos = list(self.positions) if isinstance(self.positions, tuple) else self.positions
+        out = {"k": self.k, "l": self.l, "positions": pos, "seed": self.seed, "exact": self.exact}
+        if self.power_iterations:
+            out["power_iterations"] = self.power_iterations
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["layers"] = list(self.layers) if self.layers != "all" else "all"
+        if isinstance(self.positions, tuple):
+            d["positions"] = list(self.positions)
         return d
 
     @classmethod
