@@ -260,8 +260,8 @@ def plan_metric(store: LakeStore, request: MetricRequest) -> MetricPlan:
     defn = get_metric(request.metric)
     kind = defn.input
     if kind == "jacobian_sketch":
-        raise SpecError(f"metric {defn.name!r} reads Jacobian sketches (input jacobian_sketch), which the metric "
-                        "engine does not serve yet; ingest with --jacobian-k and use lake.jacobians(...)")
+        raise SpecError(f"metric {defn.name!r} reads Jacobian sketches: compute it with lake.metric(...) "
+                        "(served by queries/jacobian_metrics.py); explain_metric does not plan it")
     if request.per == "doc" and kind not in PER_DOC_KINDS:
         raise SpecError(f"per='doc' needs a document-granularity metric; {defn.name!r} has one value per "
                         f"{'layer pair' if kind == 'layer_pair' else 'layer'} (input {kind}); use per='layer'")
@@ -571,6 +571,11 @@ def _model_pairs(request: MetricRequest, options: Mapping[str, Any], a: Extracti
 def compute_metric(store: LakeStore, name: str, dataset: str, model: Any = None, layers: Any = "all",
                    per: str = "layer", executor: str = "local", **kwargs: Any) -> pl.DataFrame:
     """See :meth:`layerlake.Lake.metric`."""
+    if get_metric(name).input == "jacobian_sketch":
+        from .jacobian_metrics import jacobian_metric
+        if per != "layer":
+            raise SpecError(f"metric {name!r} is computed per layer (pair) from Jacobian sketches; use per='layer'")
+        return jacobian_metric(store, name, dataset, model, layers, **kwargs)
     request = make_request(name, dataset, model, layers, per, executor, **kwargs)
     plan = plan_metric(store, request)
     from .metric_compute import compute_units
