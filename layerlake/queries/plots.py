@@ -96,10 +96,16 @@ def draw_metric(ax: Any, lake: Any, name: str, frame: pl.DataFrame, colors: dict
             sem = np.nan_to_num(sem.astype(float))
             ax.fill_between(x, y - sem, y + sem, color=colors[model], alpha=0.2, lw=0)
     pair = frame["layer2"].null_count() < frame.height
+    if has_pair:
+        what = "layer of the first model (vs layer2 of the second)"
+    elif pair:
+        what = "first layer of each pair (layer -> layer2)"
+    else:
+        what = "layer (0 = embeddings)"
     if relative_depth:
         ax.set_xlabel("relative depth (layer / blocks)" + (" of the first layer" if pair else ""), fontsize=9)
     else:
-        ax.set_xlabel("layer -> layer2" if pair else "layer (0 = embeddings)", fontsize=9)
+        ax.set_xlabel(what, fontsize=9)
         layers_seen = sorted(set(frame["layer"].drop_nulls().to_list()))
         if len(layers_seen) <= 16:
             ax.set_xticks(layers_seen)
