@@ -6,6 +6,9 @@
 queries see: committed shards only).
 """
 
+from .metric_sql import install_sql_metrics
 from .sql import connect, register_sql_extension
+
+register_sql_extension(install_sql_metrics)  # `SELECT * FROM layerlake_metric(...)` computes on first use
 
 __all__ = ["connect", "register_sql_extension"]
