@@ -21,7 +21,6 @@ import argparse
 import copy
 import os
 import random
-import re
 import sys
 import tempfile
 import time
@@ -31,9 +30,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from layerlake import Lake  # noqa: E402
-from layerlake.metrics.dispersion import correlation_summary  # noqa: E402
-from layerlake.quickstart import minilm_path, quickstart_corpus  # noqa: E402
+from layerlake import Lake
+from layerlake.metrics.dispersion import correlation_summary
+from layerlake.quickstart import minilm_path, quickstart_corpus
 
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -156,7 +155,7 @@ def part_smollm(lake: Lake, img: Path, n_chunks: int, n_tokens: int) -> None:
     # Work-around (engine bug, see docs/reproductions.md): tokenizer_hash() hashes the backend's
     # transient padding/truncation state, which the first ingest sets, so re-using one tokenizer
     # object makes the second ingest a new extraction. A pristine copy per call keeps one.
-    tok = lambda: copy.deepcopy(tok0)  # noqa: E731
+    tok = lambda: copy.deepcopy(tok0)
     t = time.time()
     lake.ingest(model, prose_a, tokenizer=tok(), model_name="smollm2-135m", dataset="prose", max_length=n_tokens)
     docs = ([{"text": x, "kind": "prose"} for x in prose_a + prose_b] + [{"text": x, "kind": "code"} for x in code]
