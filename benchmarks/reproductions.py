@@ -192,6 +192,42 @@ def part_smollm(lake: Lake, img: Path, n_chunks: int, n_tokens: int) -> None:
     scatter(disp, ppl, kinds, img / "repro_dispersion_vs_ppl.png")
 
 
+def sink_check(lake: Lake, img: Path) -> None:
+    """Prompt entropy with and without each chunk's first token (SmolLM2's attention-sink token)."""
+    import polars as pl
+
+    from layerlake.metrics.entropy import prompt_entropy
+    print("\n== 2b. prompt entropy with / without the first token (clean variant, numpy on read_vectors)")
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(6.4, 4.2), dpi=110)
+    ax = fig.add_subplot(1, 1, 1)
+    for m, c in (("smollm2-135m", "tab:blue"), ("smollm2-random", "tab:orange")):
+        toks = lake.tokens("prose", m).collect()
+        sizes = toks.group_by("ordinal", maintain_order=True).agg(pl.len())["len"].to_list()
+        vecs = lake.read_vectors("prose", m, layers="all")  # [layers, tokens, d]
+        bounds = np.cumsum([0, *sizes])
+        full, nob, ratio = [], [], []
+        for layer in range(vecs.shape[0]):
+            docs = [vecs[layer, a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+            full.append(np.mean([prompt_entropy(d, variant="clean") for d in docs]))
+            nob.append(np.mean([prompt_entropy(d[1:], variant="clean") for d in docs]))
+            ratio.append(np.mean([np.linalg.norm(d[0]) / np.median(np.linalg.norm(d[1:], axis=1)) for d in docs]))
+        print(f"{m} with first token:    {fmt(full)}")
+        print(f"{m} without first token: {fmt(nob)}")
+        print(f"{m} |h_0| / median |h_t|: " + " ".join(f"{r:.0f}" for r in ratio))
+        ax.plot(full, "o-", color=c, ms=3, label=f"{m}, all tokens")
+        ax.plot(nob, "s--", color=c, ms=3, label=f"{m}, first token dropped")
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("layer (0 = embeddings)")
+    ax.set_ylabel("prompt entropy (clean, maxEntropy)")
+    ax.set_title("SmolLM2-135M: the valley is the first (sink) token", fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(img / "repro_smollm_sink.png")
+    print(f"plot -> {img / 'repro_smollm_sink.png'}")
+
+
 def scatter(disp, ppl, docs, out: Path) -> None:
     import polars as pl
     key = "doc_hash" if "doc_hash" in disp.columns and "doc_hash" in ppl.columns else "document"
@@ -233,7 +269,7 @@ def main() -> None:
     ap.add_argument("--minilm-docs", type=int, default=150)
     ap.add_argument("--chunks", type=int, default=40, help="chunks per kind (prose, code, shuffled)")
     ap.add_argument("--tokens", type=int, default=64)
-    ap.add_argument("--skip", default="", help="comma list of parts to skip: minilm,smollm")
+    ap.add_argument("--skip", default="", help="comma list of parts to skip: minilm,smollm,sink")
     a = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     img = Path(a.img)
@@ -245,6 +281,8 @@ def main() -> None:
         part_minilm(lake, img, a.minilm_docs)
     if "smollm" not in a.skip:
         part_smollm(lake, img, a.chunks, a.tokens)
+    if "sink" not in a.skip:
+        sink_check(lake, img)
     print(f"\ntotal {time.time() - t0:.1f}s")
 
 
