@@ -199,7 +199,7 @@ def sink_check(lake: Lake, img: Path) -> None:
     from layerlake.metrics.entropy import prompt_entropy
     print("\n== 2b. prompt entropy with / without the first token (clean variant, numpy on read_vectors)")
     from matplotlib.figure import Figure
-    fig = Figure(figsize=(6.4, 4.2), dpi=110)
+    fig = Figure(figsize=(6.4, 4.8), dpi=110)
     ax = fig.add_subplot(1, 1, 1)
     for m, c in (("smollm2-135m", "tab:blue"), ("smollm2-random", "tab:orange")):
         toks = lake.tokens("prose", m).collect()
@@ -222,7 +222,7 @@ def sink_check(lake: Lake, img: Path) -> None:
     ax.set_ylabel("prompt entropy (clean, maxEntropy)")
     ax.set_title("SmolLM2-135M: the valley is the first (sink) token", fontsize=10)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7, loc="lower left")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
     fig.tight_layout()
     fig.savefig(img / "repro_smollm_sink.png")
     print(f"plot -> {img / 'repro_smollm_sink.png'}")
