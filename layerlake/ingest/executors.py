@@ -246,7 +246,7 @@ class IngestWorker:
         if threads > 0:
             torch.set_num_threads(threads)
         kw = dict(load_kwargs)
-        model = model_obj if model_obj is not None else kw.pop("model")
+        model = rebuild_model(model_obj) if model_obj is not None else kw.pop("model")
         kw.pop("model", None)
         self.lm = load_model(model, tokenizer=kw.get("tokenizer"), gguf_file=kw.get("gguf_file"),
                              revision=kw.get("revision"), device=device, torch_dtype=kw.get("model_dtype"),
@@ -369,7 +369,7 @@ def run_ray(store: LakeStore, eid: str, lm: Any, corpus: Any, plan: dict[tuple[i
         if os.path.exists(os.path.expanduser(os.fspath(model))):
             kw["model"] = os.path.abspath(os.path.expanduser(os.fspath(model)))  # workers' cwd may differ
     elif model is not None:
-        model_obj = ray.put(_cpu_copy(model))  # a PreTrainedModel: every actor gets it from the object store
+        model_obj = ray.put(model_payload(model))  # a PreTrainedModel: every actor gets it from the object store
         kw["model"] = None
     kw.pop("device", None)
     lake_url = store.fs.root if store.fs.is_local else store.fs.url
@@ -514,13 +514,31 @@ def _cause(exc: Any) -> BaseException:
     return LayerlakeError(f"a Ray worker failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
 
 
-def _cpu_copy(model: Any) -> Any:
-    """The model as the object store should hold it: on the CPU (workers move it to their device)."""
+def model_payload(model: Any) -> dict[str, Any]:
+    """What the object store holds for a model object: its class, config and weights (on the CPU).
+
+    Not the module itself: transformers installs output-capturing forward hooks
+    on a model's first forward pass, closures over a process-local context
+    variable, and a pickled hooked model returns no hidden states.
+    """
+    return {"cls": type(model), "config": model.config,
+            "state": {k: v.detach().to("cpu") for k, v in model.state_dict().items()}}
+
+
+def rebuild_model(payload: dict[str, Any]) -> Any:
+    """The model of :func:`model_payload`, built without random initialisation (the worker then
+    checks its fingerprint against the driver's)."""
+    import contextlib
     try:
-        device = next(model.parameters()).device
-    except (StopIteration, AttributeError):
-        return model
-    if device.type == "cpu":
-        return model
-    import copy
-    return copy.deepcopy(model).to("cpu")
+        from transformers.initialization import no_init_weights
+    except ImportError:  # older transformers
+        try:
+            from transformers.modeling_utils import no_init_weights
+        except ImportError:
+            no_init_weights = contextlib.nullcontext
+    with no_init_weights():
+        model = payload["cls"](payload["config"])
+    model.load_state_dict(payload["state"], assign=True)
+    if hasattr(model, "tie_weights"):
+        model.tie_weights()
+    return model.eval()

@@ -11,7 +11,7 @@ import pytest
 
 import layerlake as ll
 from layerlake.errors import SpecError
-from layerlake.ingest.executors import ITEMSIZE, RayOptions, check_ray_setup, cut_units, default_temp_dir
+from layerlake.ingest.executors import ITEMSIZE, RayOptions, cut_units, default_temp_dir
 from layerlake.ingest.models import load_model
 from layerlake.ingest.pipeline import make_batches, plan_work
 from layerlake.ingest.sources import load_corpus

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
@@ -79,6 +78,7 @@ def test_killed_worker_unit_is_computed_again(tmp_path, ray_cluster, tiny_gpt2, 
     The model is passed as a PreTrainedModel object (it reaches the workers, the replacement
     included, through Ray's object store).
     """
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     texts = [f"{i}: {t}" for i in range(3) for t in corpus]  # 120 documents, ~45 shards
     ref = ll.Lake(tmp_path / "local")
@@ -100,6 +100,7 @@ def test_killed_worker_unit_is_computed_again(tmp_path, ray_cluster, tiny_gpt2, 
     t = threading.Thread(target=killer)
     t.start()
     model = AutoModelForCausalLM.from_pretrained(tiny_gpt2)
+    model(input_ids=torch.tensor([[5, 6, 7]]), output_hidden_states=True)  # tried first: transformers hooks it
     res = ll.Lake(root).ingest(model, texts, tokenizer=AutoTokenizer.from_pretrained(tiny_gpt2), dataset="d",
                                model_name=str(tiny_gpt2), executor="ray", executor_options={"num_workers": 2},
                                **OPTS)
