@@ -23,6 +23,7 @@ import numpy as np
 import zarr
 from zarr.storage import WrapperStore
 
+from ..store.safety import check_array
 from ..errors import IntegrityError, NotFoundError
 from ..store import LakeStore
 from ..store.arrays import to_float32, zarr_store
@@ -127,12 +128,19 @@ class ChunkReader:
                 self._arrays.move_to_end(key)
                 return arr
         parts = ("extractions", eid, "shards", shard, "hidden.zarr", f"layer_{int(layer)}")
+        where = self.store.fs.url_of(*parts)
         try:
             arr = zarr.open_array(_CountingStore(zarr_store(self.store.fs, *parts, read_only=True), self.counter),
-                                  mode="r")
+                                  mode="r", zarr_format=3)
         except FileNotFoundError:
             raise NotFoundError(f"shard {shard} of extraction {eid} has no layer {layer} "
-                                f"({self.store.fs.url_of(*parts)} is missing); run `layerlake verify`") from None
+                                f"({where} is missing); run `layerlake verify`") from None
+        except (MemoryError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # unparsable metadata, unknown (e.g. pickle) codecs: refuse, never decode
+            raise IntegrityError(f"cannot open {where}: {type(exc).__name__}: {exc}; the array metadata is damaged "
+                                 "or not a layerlake array — run `layerlake verify`") from None
+        check_array(arr, where=where)
         with self._lock:
             self._arrays[key] = arr
             while len(self._arrays) > self._max_open:
@@ -248,7 +256,16 @@ class ChunkReader:
 
     def _read(self, arr: zarr.Array, start: int, stop: int, eid: str, shard: str, layer: int) -> np.ndarray:
         try:
-            return arr[start:stop]
+            raw = arr[start:stop]
+            if arr.attrs.get("fill") == "nan" and _has_nan(raw):
+                # zarr returns the fill value for a missing chunk file; stored hidden states are never NaN
+                raise IntegrityError(
+                    f"cannot read extraction {eid} shard {shard} layer {layer} rows {start}:{stop}: a chunk file is "
+                    "missing (read back as the NaN fill value); run `layerlake verify` and re-ingest the affected "
+                    "documents")
+            return raw
+        except IntegrityError:
+            raise
         except Exception as exc:  # zarr raises various codec errors on damaged chunks
             if isinstance(exc, (KeyboardInterrupt, MemoryError)):
                 raise
@@ -288,3 +305,9 @@ def _aranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     total = int(lengths.sum())
     offsets = np.cumsum(lengths) - lengths
     return np.arange(total, dtype=np.int64) - np.repeat(offsets - starts, lengths)
+
+
+def _has_nan(raw: np.ndarray) -> bool:
+    if raw.dtype == np.uint16:  # bfloat16 bits: exponent all ones and a non-zero mantissa
+        return bool(np.any((raw & 0x7FFF) > 0x7F80))
+    return bool(np.isnan(raw).any())
