@@ -8,8 +8,10 @@ bundled corpus of Python documentation paragraphs into fresh lakes:
 1. throughput: Ray with 1 worker vs 2 workers (1 CPU and 1 torch thread each) on a local
    cluster of 2 CPUs; tokens/s are counted from the first ready worker to the last commit
    (worker start-up, i.e. importing torch and loading the model, is reported apart);
-2. per-shard overhead: the same job cut into many small or few large shards, locally (1 torch
-   thread) and on 1 Ray worker; overhead per shard = (t_many - t_few) / (n_many - n_few).
+2. per-shard overhead: a job for a small model (d=64, 2 blocks, 128-token batches) as one shard
+   per batch or as a single shard, locally (1 torch thread) and on 1 Ray worker; overhead per
+   shard = (t_many - t_one) / (n_many - 1).
+   Each configuration runs ``--repeats`` times and the fastest run counts.
 
 Numbers depend on the machine and its load (printed); the ratios are measured side by side.
 """
@@ -38,11 +40,11 @@ from tests.models import build_tiny  # noqa: E402
 
 
 def ingest(root: Path, model: Path, texts: list[str], *, shard_bytes: int, executor: str = "local",
-           workers: int = 1) -> dict:
+           workers: int = 1, batch: int = 512) -> dict:
     shutil.rmtree(root, ignore_errors=True)
     kw = {"executor_options": {"num_workers": workers}} if executor == "ray" else {}
     t0 = time.perf_counter()
-    res = ll.Lake(root).ingest(str(model), texts, dataset="d", shard_bytes=shard_bytes, batch_tokens=2048,
+    res = ll.Lake(root).ingest(str(model), texts, dataset="d", shard_bytes=shard_bytes, batch_tokens=batch,
                                executor=executor, **kw)
     wall = time.perf_counter() - t0
     st = res.executor_stats
@@ -57,10 +59,10 @@ def best(runs: list[dict]) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--docs", type=int, default=160)
+    ap.add_argument("--docs", type=int, default=120)
     ap.add_argument("--d-model", type=int, default=256)
     ap.add_argument("--layers", type=int, default=6)
-    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=2)
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="llbench-"))
@@ -71,34 +73,40 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; model d={args.d_model} "
           f"L={args.layers}; {len(texts)} documents; torch {torch.__version__}, ray {ray.__version__}")
 
-    # 1. throughput, 1 vs 2 Ray workers, one large shard per worker's share of the job
-    big = 4 * 1024 * 1024
-    one = [ingest(work / "r1", model, texts, shard_bytes=big, executor="ray", workers=1) for _ in range(args.repeats)]
-    two = [ingest(work / "r2", model, texts, shard_bytes=big, executor="ray", workers=2) for _ in range(args.repeats)]
-    r1, r2 = best(one), best(two)
-    print(f"ray 1 worker : {r1['tps']:8,.0f} tok/s  ({r1['tokens']:,} tokens, {r1['shards']} shards, "
-          f"{r1['run']:.1f} s computing, {r1['startup']:.1f} s worker start-up)")
-    print(f"ray 2 workers: {r2['tps']:8,.0f} tok/s  ({r2['tokens']:,} tokens, {r2['shards']} shards, "
-          f"{r2['run']:.1f} s computing, {r2['startup']:.1f} s worker start-up)")
+    batch = 512
+    per_batch = batch * bytes_per_token  # hidden-state bytes of one full batch
+    rep = args.repeats
+
+    # 1. throughput, 1 vs 2 Ray workers; shards of ~4 batches so that both workers have work
+    mid = 4 * per_batch
+    r1 = best([ingest(work / "r1", model, texts, shard_bytes=mid, executor="ray", workers=1, batch=batch)
+               for _ in range(rep)])
+    r2 = best([ingest(work / "r2", model, texts, shard_bytes=mid, executor="ray", workers=2, batch=batch)
+               for _ in range(rep)])
+    for name, r in (("ray 1 worker ", r1), ("ray 2 workers", r2)):
+        print(f"{name}: {r['tps']:8,.0f} tok/s  ({r['tokens']:,} tokens, {r['shards']} shards, {r['run']:.1f} s "
+              f"computing, {r['startup']:.1f} s worker start-up)")
     print(f"throughput ratio 2 workers / 1 worker: {r2['tps'] / r1['tps']:.2f}x")
 
-    # 2. per-shard overhead: many small vs few large shards, local (1 thread) and 1 Ray worker
-    small = max(bytes_per_token * 64, 16_384)
+    # 2. per-shard overhead: one shard per batch vs a single shard, local (1 torch thread) and 1 Ray worker,
+    # with a small model and small batches, so that the fixed cost of a shard is a large part of the time
     torch.set_num_threads(1)
-    loc_many = best([ingest(work / "lm", model, texts, shard_bytes=small) for _ in range(args.repeats)])
-    loc_few = best([ingest(work / "lf", model, texts, shard_bytes=big) for _ in range(args.repeats)])
-    ray_many = best([ingest(work / "rm", model, texts, shard_bytes=small, executor="ray", workers=1)
-                     for _ in range(args.repeats)])
-    ray_few = r1
-    for name, many, few in (("local", loc_many, loc_few), ("ray  ", ray_many, ray_few)):
-        per = (many["run"] - few["run"]) / max(many["shards"] - few["shards"], 1)
-        print(f"{name} per-shard overhead: {per * 1000:7.1f} ms  ({many['shards']} shards {many['run']:.2f} s vs "
-              f"{few['shards']} shards {few['run']:.2f} s)")
-    local_per = (loc_many["run"] - loc_few["run"]) / max(loc_many["shards"] - loc_few["shards"], 1)
-    ray_per = (ray_many["run"] - ray_few["run"]) / max(ray_many["shards"] - ray_few["shards"], 1)
-    print(f"ray vs local, extra per-shard cost: {(ray_per - local_per) * 1000:.1f} ms; same job at 1 thread: "
-          f"local {loc_few['tps']:,.0f} tok/s vs ray 1 worker {r1['tps']:,.0f} tok/s "
-          f"({r1['tps'] / loc_few['tps']:.2f}x)")
+    small = build_tiny("gpt2", work / "small", n_layers=2, d=64)
+    huge, sb = 1 << 40, 128
+    loc_many = best([ingest(work / "lm", small, texts, shard_bytes=1, batch=sb) for _ in range(rep)])
+    loc_few = best([ingest(work / "lf", small, texts, shard_bytes=huge, batch=sb) for _ in range(rep)])
+    ray_many = best([ingest(work / "rm", small, texts, shard_bytes=1, executor="ray", workers=1, batch=sb)
+                     for _ in range(rep)])
+    ray_few = best([ingest(work / "rf", small, texts, shard_bytes=huge, executor="ray", workers=1, batch=sb)
+                    for _ in range(rep)])
+    pers = {}
+    for name, many, few in (("local", loc_many, loc_few), ("ray", ray_many, ray_few)):
+        pers[name] = (many["run"] - few["run"]) / max(many["shards"] - few["shards"], 1)
+        print(f"{name:5} per-shard overhead: {pers[name] * 1000:7.1f} ms  ({many['shards']} shards in "
+              f"{many['run']:.2f} s vs {few['shards']} shard in {few['run']:.2f} s)")
+    print(f"ray - local per-shard overhead: {(pers['ray'] - pers['local']) * 1000:.1f} ms; the small job at 1 thread "
+          f"as one shard: local {loc_few['tps']:,.0f} tok/s, ray 1 worker {ray_few['tps']:,.0f} tok/s; "
+          f"load average now {os.getloadavg()[0]:.1f}")
     ray.shutdown()
     shutil.rmtree(work, ignore_errors=True)
 
