@@ -7,12 +7,12 @@ model loaded.
 
 from .errors import (FormatVersionError, IntegrityError, LayerlakeError, ModelLoadError, NotFoundError,
                      OverflowToInfError, ReadOnlyError, SpecError)
-from .lake import Lake
+from .lake import Lake, import_lake
 from .progress import set_progress
 from .store.specs import CaptureSpec, JacobianSketch
 
 __version__ = "0.1.0"
 
-__all__ = ["Lake", "CaptureSpec", "JacobianSketch", "set_progress", "LayerlakeError", "SpecError", "NotFoundError",
+__all__ = ["Lake", "import_lake", "CaptureSpec", "JacobianSketch", "set_progress", "LayerlakeError", "SpecError", "NotFoundError",
            "FormatVersionError", "IntegrityError", "OverflowToInfError", "ReadOnlyError", "ModelLoadError",
            "__version__"]

@@ -58,6 +58,8 @@ def _add_ingest(sub: Any) -> None:
     p.add_argument("--model-dtype", default=None, help="dtype to load the model in (default: as stored, fp32 on CPU)")
     p.add_argument("--gguf-file", help="GGUF file name inside the model directory")
     p.add_argument("--batch-tokens", type=int, help="padded tokens per forward batch (default 4096 CPU, 32768 GPU)")
+    p.add_argument("--shard-mb", type=float, help="hidden-state megabytes per shard (default 256; the unit of "
+                                                  "commit, resume and Ray work)")
     p.add_argument("--jacobian-k", type=int, help="store one-pass Jacobian sketches with k columns (e.g. 21)")
     p.add_argument("--jacobian-l", type=int, help="rows of the co-range sketch (default 2k+1)")
     p.add_argument("--jacobian-positions", default="last",
@@ -72,10 +74,12 @@ def _add_ingest(sub: Any) -> None:
     p.add_argument("--gpus-per-worker", type=float, help="GPUs per Ray worker (--executor ray)")
     p.add_argument("--augment", type=int, default=0,
                    help="also store N seeded character-level augmented views of each document")
+    p.add_argument("--augment-seed", type=int, default=0, help="seed of the augmented views (default 0)")
     p.set_defaults(func=_cmd_ingest)
 
 
 def _cmd_ingest(args: Any) -> int:
+    from .errors import SpecError
     from .store import JacobianSketch
     jac = None
     if args.jacobian_k:
@@ -83,11 +87,20 @@ def _cmd_ingest(args: Any) -> int:
                              layers=args.jacobian_layers, power_iterations=args.jacobian_power,
                              exact=args.jacobian_exact)
     opts: dict[str, Any] = {}
+    ray_opts = {k: v for k, v in (("address", args.address), ("num_workers", args.num_workers),
+                                  ("gpus_per_worker", args.gpus_per_worker)) if v is not None}
     if args.executor == "ray":
-        opts["executor_options"] = {k: v for k, v in (("address", args.address), ("num_workers", args.num_workers),
-                                                      ("gpus_per_worker", args.gpus_per_worker)) if v is not None}
+        opts["executor_options"] = ray_opts
+    elif ray_opts:
+        flags = ", ".join("--" + k.replace("_", "-") for k in ray_opts)
+        raise SpecError(f"{flags} only apply with --executor ray")
     if args.augment:
         opts["augment"] = args.augment
+        opts["augment_seed"] = args.augment_seed
+    if args.shard_mb is not None:
+        if not 0 < args.shard_mb < 1e7:
+            raise SpecError(f"--shard-mb {args.shard_mb} must be a positive number of megabytes (e.g. 256)")
+        opts["shard_bytes"] = int(args.shard_mb * 1e6)
     lake = _lake(args)
     result = lake.ingest(args.model, args.data, dataset=args.dataset, text_column=args.text_column,
                          layers=args.layers, max_length=args.max_length, overflow=args.overflow, stride=args.stride,
@@ -132,12 +145,39 @@ def print_summary(info: dict[str, Any]) -> None:
                   str(e["d_model"]), str(e["dtype"]), f"{e['documents']:,}", f"{e['tokens']:,}",
                   f"{e['bytes'] / 1e6:,.1f}")
     con.print(t)
+    t = Table(title="provenance")
+    for col in ("extraction", "model class", "weights", "tokenizer", "capture", "created"):
+        t.add_column(col)
+    for e in info["extractions"]:
+        t.add_row(e["extraction"], str(e.get("model_class") or "-"), (e.get("weights_hash") or "-")[:12],
+                  (e.get("tokenizer_hash") or "-")[:12], _short_capture(e.get("capture")),
+                  str(e.get("created") or "-"))
+    con.print(t)
     t = Table(title="datasets")
     for col in ("dataset", "documents", "models"):
         t.add_column(col)
     for d in info["datasets"]:
         t.add_row(d["dataset"], f"{d['documents']:,}", ", ".join(d["models"]))
     con.print(t)
+
+
+def _short_capture(capture: Any) -> str:
+    """``{'max_length': 256, ...}`` (or its str form) -> ``len=256 truncate float16``."""
+    if isinstance(capture, str):
+        import ast
+        try:
+            capture = ast.literal_eval(capture)
+        except (ValueError, SyntaxError):
+            return capture
+    if not isinstance(capture, dict):
+        return "-"
+    parts = [f"len={capture.get('max_length')}", str(capture.get("overflow"))]
+    if capture.get("overflow") == "window":
+        parts.append(f"stride={capture.get('stride')}")
+    parts.append(str(capture.get("dtype")))
+    if capture.get("add_special_tokens") is False:
+        parts.append("no-special-tokens")
+    return " ".join(parts)
 
 
 @command
@@ -159,6 +199,234 @@ def _cmd_verify(args: Any) -> int:
         print(f"{len(problems)} problem(s) found in {lake.url}", file=sys.stderr)
         return 1
     print(f"ok: {lake.url} verified ({'manifests and sizes' if args.quick else 'manifests, sizes and checksums'})")
+    return 0
+
+
+# -- export / import / rm / gc ----------------------------------------------------------------
+@command
+def _add_export(sub: Any) -> None:
+    p = sub.add_parser("export", help="write one dataset as a self-contained lake with a card and checksums",
+                       description="Write dataset NAME (all its models, or --model ones; all stored layers, or "
+                                   "--layers) to a new folder or fsspec URL: an ordinary lake holding just that "
+                                   "selection, a dataset card (README.md) and MANIFEST.json with every file's size "
+                                   "and SHA-256. Shards taken whole are copied byte for byte; partial ones are "
+                                   "rewritten from the selected rows.")
+    p.add_argument("--lake", required=True, help="source lake directory or fsspec URL")
+    p.add_argument("--dataset", required=True, help="dataset to export")
+    p.add_argument("--model", action="append", help="model id/path as given at ingest, or extraction id "
+                                                     "(repeat for several; default: every model of the dataset)")
+    p.add_argument("--layers", default="all", help="'all' (default) or comma-separated layers, e.g. 0,6,12")
+    p.add_argument("--no-vectors", action="store_true", help="tokens and losses only (no hidden states or sketches)")
+    p.add_argument("--out", required=True, help="new or empty folder or fsspec URL (e.g. s3://bucket/share/wiki)")
+    p.add_argument("--license", help="license of the corpus and derived data, for the dataset card")
+    p.add_argument("--description", help="corpus description, for the dataset card")
+    p.set_defaults(func=_cmd_export)
+
+
+def _cmd_export(args: Any) -> int:
+    lake = _lake(args, mode="r")
+    report = lake.export(args.dataset, args.out, model=args.model, layers=args.layers, vectors=not args.no_vectors,
+                         license=args.license, description=args.description)
+    print(report.summary())
+    return 0
+
+
+@command
+def _add_import(sub: Any) -> None:
+    p = sub.add_parser("import", help="verify an export's checksums, then merge it into a lake",
+                       description="Check every file of the export at SRC against its MANIFEST.json (sizes, "
+                                   "SHA-256, paths, manifests) before anything becomes visible, then merge it into "
+                                   "the lake by content: documents and layers already present are not stored "
+                                   "again. On any failure the target lake is left unchanged.")
+    p.add_argument("src", help="export folder or fsspec URL (written by `layerlake export`)")
+    p.add_argument("--lake", required=True, help="target lake directory or fsspec URL (created if missing)")
+    p.set_defaults(func=_cmd_import)
+
+
+def _cmd_import(args: Any) -> int:
+    from .lake import import_lake
+    print(import_lake(args.src, args.lake).summary())
+    return 0
+
+
+@command
+def _add_rm(sub: Any) -> None:
+    p = sub.add_parser("rm", help="remove a dataset (shards stay until gc)",
+                       description="Remove dataset NAME: its document list and links. Stored activations are shared "
+                                   "by content with other datasets, so shards are never deleted here; "
+                                   "`layerlake gc` deletes those no dataset references any more.")
+    p.add_argument("--lake", required=True, help="lake directory or fsspec URL")
+    p.add_argument("--dataset", required=True, help="dataset to remove")
+    p.set_defaults(func=_cmd_rm)
+
+
+def _cmd_rm(args: Any) -> int:
+    print(_lake(args).rm_dataset(args.dataset).summary())
+    return 0
+
+
+@command
+def _add_gc(sub: Any) -> None:
+    p = sub.add_parser("gc", help="delete unreferenced shards, leftovers of interrupted writes and stale caches",
+                       description="Delete shard folders without a commit marker, shards whose documents belong to "
+                                   "no dataset, empty extractions and metric cache entries of extractions that are "
+                                   "gone. Anything younger than --grace-seconds is kept, so a concurrent ingest is "
+                                   "safe. Reports the bytes freed.")
+    p.add_argument("--lake", required=True, help="lake directory or fsspec URL")
+    p.add_argument("--dry-run", action="store_true", help="only report what would be deleted")
+    p.add_argument("--grace-seconds", type=float, default=3600.0,
+                   help="keep anything modified more recently than this (default 3600)")
+    p.set_defaults(func=_cmd_gc)
+
+
+def _cmd_gc(args: Any) -> int:
+    lake = _lake(args, mode="r" if args.dry_run else "a")
+    report = lake.gc(dry_run=args.dry_run, grace_seconds=args.grace_seconds)
+    for item in report.items:
+        print(f"{'would remove' if report.dry_run else 'removed'} {item.kind} {item.path} ({item.bytes:,} bytes): "
+              f"{item.reason}")
+    print(report.summary())
+    return 0
+
+
+# -- sql --------------------------------------------------------------------------------------
+@command
+def _add_sql(sub: Any) -> None:
+    p = sub.add_parser("sql", help="run a read-only DuckDB SQL query over the lake",
+                       description="Run SQL over the lake's relations: extractions, datasets, docs, tokens, metrics, "
+                                   "vectors, dataset_vectors (vec is FLOAT[d_model]; filters on layer, doc_hash, "
+                                   "position... read only the chunks that hold the rows). The lake is opened "
+                                   "read-only: statements that would write (CREATE, INSERT, COPY, ATTACH, ...) are "
+                                   "refused; save results with --out. See docs/queries.md.")
+    p.add_argument("query", help='SQL, e.g. "SELECT model, layers FROM extractions"')
+    p.add_argument("--lake", required=True, help="lake directory or fsspec URL")
+    p.add_argument("--format", default="table", choices=["table", "csv", "json", "parquet"],
+                   help="output format (default table; json = one object per line; parquet needs --out)")
+    p.add_argument("--out", help="write the result to this file instead of stdout")
+    p.add_argument("--max-rows", type=int, default=200, help="rows shown by --format table (default 200)")
+    p.set_defaults(func=_cmd_sql)
+
+
+def _cmd_sql(args: Any) -> int:
+    import duckdb
+
+    from .queries.output import write_result
+    from .queries.sql import check_statements
+
+    lake = _lake(args, mode="r")
+    check_statements(args.query, lake_root=lake.store.fs, read_only=True)
+    try:
+        rel = lake.sql(args.query)
+        write_result(rel, fmt=args.format, out=args.out, lake_fs=lake.store.fs, max_rows=args.max_rows)
+    except duckdb.Error as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+# -- metric / plot ----------------------------------------------------------------------------
+def _engine_kwargs(args: Any) -> dict[str, Any]:
+    from .queries.metric_cli import parse_params
+    kwargs = parse_params(args.param)
+    if getattr(args, "refresh", False):
+        kwargs["cache"] = "refresh"
+    elif getattr(args, "no_cache", False):
+        kwargs["cache"] = False
+    return kwargs
+
+
+def _models_arg(args: Any) -> Any:
+    if not args.model:
+        return None
+    return args.model[0] if len(args.model) == 1 else list(args.model)
+
+
+@command
+def _add_metric(sub: Any) -> None:
+    p = sub.add_parser("metric", help="compute a representation metric per model x layer (cached)",
+                       description="Compute metric NAME on a dataset from stored activations, one row per model x "
+                                   "layer (or per document with --per doc). Results are cached in the lake "
+                                   "(metrics/<extraction>/<key>.parquet); an identical request reads no arrays. "
+                                   "`layerlake metric --list` shows the metrics and their parameters.")
+    p.add_argument("name", nargs="?", help="metric name (see --list)")
+    p.add_argument("--lake", help="lake directory or fsspec URL")
+    p.add_argument("--dataset", help="dataset name")
+    p.add_argument("--model", action="append", help="model id/path as ingested, or extraction id (repeatable; "
+                                                    "default: every model of the dataset)")
+    p.add_argument("--layers", default="all", help="'all' (default) or comma-separated layer indices")
+    p.add_argument("--param", action="append", metavar="KEY=VALUE",
+                   help="metric parameter or engine option (pairs=0:3,3:6, match=depth, rows=pooled, "
+                        "max_tokens=N, views=2); repeatable")
+    p.add_argument("--per", default="layer", choices=["layer", "doc"], help="one row per layer (default) or document")
+    p.add_argument("--format", default="table", choices=["table", "csv", "json", "parquet"], help="output format")
+    p.add_argument("--out", help="write to FILE instead of stdout")
+    p.add_argument("--explain", action="store_true", help="show what is cached and what would be read; compute nothing")
+    p.add_argument("--refresh", action="store_true", help="recompute and overwrite cached results")
+    p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
+    p.add_argument("--list", action="store_true", help="list the metrics with their inputs and parameters")
+    p.set_defaults(func=_cmd_metric)
+
+
+def _cmd_metric(args: Any) -> int:
+    from .errors import SpecError
+    from .queries.metric_cli import metric_listing, write_frame
+    if args.list:
+        note = write_frame(metric_listing(), args.format, args.out, "metrics", drop=("source",))
+        if note:
+            print(note, file=sys.stderr)
+        return 0
+    missing = [f for f, v in (("NAME", args.name), ("--lake", args.lake), ("--dataset", args.dataset)) if not v]
+    if missing:
+        raise SpecError(f"layerlake metric needs {', '.join(missing)} (see layerlake metric --help)")
+    from .metrics import get_metric
+    get_metric(args.name)  # unknown name -> error listing the valid ones, before opening the lake
+    lake = _lake(args, mode="r" if args.explain else "a")
+    kwargs = _engine_kwargs(args)
+    if args.explain:
+        print(lake.explain_metric(args.name, args.dataset, model=_models_arg(args), layers=args.layers,
+                                  per=args.per, **kwargs))
+        return 0
+    frame = lake.metric(args.name, args.dataset, model=_models_arg(args), layers=args.layers, per=args.per, **kwargs)
+    note = write_frame(frame, args.format, args.out, f"{args.name} on {args.dataset}",
+                       drop=("dataset", "metric", "extraction2"))
+    if note:
+        print(note, file=sys.stderr)
+    return 0
+
+
+@command
+def _add_plot(sub: Any) -> None:
+    p = sub.add_parser("plot", help="plot metric(s) vs layer to a PNG, one curve per model",
+                       description="Draw metric NAME (or several with --panel A,B,C) against layer (or relative "
+                                   "depth), one curve per model, with a band of mean +- sem over documents for "
+                                   "document-level metrics. Computes what is not cached.")
+    p.add_argument("name", nargs="?", help="metric name (or use --panel)")
+    p.add_argument("--panel", help="comma-separated metric names drawn in a grid")
+    p.add_argument("--lake", required=True, help="lake directory or fsspec URL")
+    p.add_argument("--dataset", required=True, help="dataset name")
+    p.add_argument("--model", action="append", help="model (repeatable; default: every model of the dataset)")
+    p.add_argument("--layers", default="all", help="'all' (default) or comma-separated layer indices")
+    p.add_argument("--param", action="append", metavar="KEY=VALUE", help="metric parameter (repeatable)")
+    p.add_argument("--relative-depth", action="store_true", help="x axis = layer / number of blocks")
+    p.add_argument("--title", help="figure title")
+    p.add_argument("--out", required=True, help="output image (.png)")
+    p.set_defaults(func=_cmd_plot)
+
+
+def _cmd_plot(args: Any) -> int:
+    from .errors import SpecError
+    names = [n.strip() for n in (args.panel or "").split(",") if n.strip()]
+    if args.name:
+        names.insert(0, args.name)
+    if not names:
+        raise SpecError("layerlake plot needs a metric NAME or --panel NAME1,NAME2")
+    from .metrics import get_metric
+    for n in names:
+        get_metric(n)
+    lake = _lake(args)
+    out = lake.plot_metric(names, args.dataset, args.out, model=_models_arg(args), layers=args.layers,
+                           relative_depth=args.relative_depth, title=args.title, **_engine_kwargs(args))
+    print(f"wrote {out}")
     return 0
 
 
@@ -188,8 +456,15 @@ def build_parser() -> argparse.ArgumentParser:
                     "hidden states, losses and Jacobian sketches with SQL, Polars and metrics.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    # the same two flags are accepted after the sub-command too
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="log progress details")
+    common.add_argument("--no-progress", action="store_true", default=argparse.SUPPRESS, help="hide progress bars")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+    add_parser = sub.add_parser
+    sub.add_parser = lambda *a, **k: add_parser(*a, parents=[common, *k.pop("parents", [])], **k)  # type: ignore
     for add in COMMANDS:
         add(sub)
     return parser

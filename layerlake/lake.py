@@ -74,8 +74,42 @@ class Lake:
 
     def read_vectors(self, dataset: str, model: str | None = None, layers: Any = "all",
                      docs: Sequence[str] | None = None) -> np.ndarray:
+        """Float32 ``[layers, tokens, d_model]`` (``[tokens, d_model]`` for an int layer) in dataset order."""
+        from .queries.engine import engine_for
         from .queries.frames import read_vectors
-        return read_vectors(self.store, dataset, model, layers, docs)
+        return read_vectors(self.store, dataset, model, layers, docs, engine=engine_for(self))
+
+    def vectors(self, dataset: str, model: str | None = None, layers: Any = "all",
+                docs: Sequence[str] | None = None) -> pl.LazyFrame:
+        """The dataset's token vectors as a LazyFrame (``vec``: ``Array(Float32, d_model)``), pushdown to chunks.
+
+        Rows: layer by layer (in ``layers`` order), documents in dataset order,
+        tokens by position. Filters and column selections are pushed into the
+        scan: only the chunks holding selected rows are read.
+        """
+        from .queries.engine import engine_for
+        from .queries.vectors import dataset_vectors
+        return dataset_vectors(engine_for(self), dataset, model, layers, docs)
+
+    # -- SQL ---------------------------------------------------------------------------------
+    def sql(self, query: str, params: Any = None) -> Any:
+        """Run DuckDB SQL over the committed lake; returns a DuckDB relation (``.pl()``, ``.df()``, ``.arrow()``).
+
+        Relations: extractions, datasets, docs, tokens, metrics, vectors, dataset_vectors (see docs/queries.md).
+        """
+        from .queries.engine import engine_for
+        return engine_for(self).sql_catalog().sql(self, query, params)
+
+    def last_query_stats(self) -> dict[str, Any] | None:
+        """Chunks and bytes read by the last vector scan (``vectors``, SQL vector relations, ``read_vectors``)."""
+        from .queries.engine import engine_for
+        last = engine_for(self).last_stats
+        return last.as_dict() if last is not None else None
+
+    def track_reads(self) -> Any:
+        """Context manager yielding a ``ReadStats`` that adds up every vector read inside the block."""
+        from .queries.engine import engine_for
+        return engine_for(self).reader.track()
 
     def jacobians(self, dataset: str, model: str | None = None, layer: int | None = None,
                   rows: Sequence[int] | None = None, K: int | None = None, dense: bool = False, sketch: Any = None,
@@ -91,3 +125,70 @@ class Lake:
 
     def extraction_id(self, dataset: str | None = None, model: str | None = None) -> str:
         return self.store.resolve_extraction(dataset, model)
+
+    # -- sharing and housekeeping ------------------------------------------------------------
+    def export(self, dataset: str, out: Any, *, model: str | Sequence[str] | None = None, layers: Any = None,
+               vectors: bool = True, license: str | None = None, description: str | None = None,
+               storage_options: dict[str, Any] | None = None) -> Any:
+        """Write ``dataset`` (``model``'s extractions, ``layers``) as a self-contained lake at ``out``.
+
+        ``out`` is a new or empty folder or fsspec URL; it gets a dataset card
+        (README.md) and a checksum manifest (MANIFEST.json). Returns an ``ExportReport``.
+        """
+        from .store.export import export_dataset
+        return export_dataset(self.store, dataset, out, models=model, layers=layers, vectors=vectors,
+                              license=license, description=description, storage_options=storage_options)
+
+    def import_(self, src: Any, *, storage_options: dict[str, Any] | None = None) -> Any:
+        """Verify every checksum of the export at ``src``, then merge it into this lake by content."""
+        from .store.importer import import_lake as _import
+        return _import(self.store, src, storage_options=storage_options)
+
+    def rm_dataset(self, name: str) -> Any:
+        """Remove dataset ``name``; shards stay until :meth:`gc` finds them unreferenced."""
+        from .store.gc import remove_dataset
+        return remove_dataset(self.store, name)
+
+    def gc(self, *, dry_run: bool = False, grace_seconds: float = 3600.0) -> Any:
+        """Delete orphan and unreferenced shards and stale metric cache entries; returns a ``GCReport``."""
+        from .store.gc import collect_garbage
+        return collect_garbage(self.store, dry_run=dry_run, grace_seconds=grace_seconds)
+
+
+    # -- metrics -----------------------------------------------------------------------------
+    def metric(self, name: str, dataset: str, model: Any = None, layers: Any = "all", per: str = "layer",
+               executor: str = "local", **params: Any) -> pl.DataFrame:
+        """Metric ``name`` (see ``layerlake.metrics.list_metrics()``) per model x layer, lazily cached.
+
+        ``model=None``: every model ingested for ``dataset``; a str or a list picks models.
+        ``per="doc"``: one row per document (document-granularity metrics). Other keywords
+        are metric parameters (``params={...}`` too) or engine options (``pairs=``,
+        ``match=``, ``rows=``, ``max_tokens=``, ``views=``, ``cache=False|"refresh"``).
+        Columns: model, extraction, dataset, metric, layer, layer2, value, n, std, sem.
+        """
+        from .queries.metric_engine import compute_metric
+        return compute_metric(self.store, name, dataset, model, layers, per, executor, **params)
+
+    def explain_metric(self, name: str, dataset: str, model: Any = None, layers: Any = "all",
+                       per: str = "layer", executor: str = "local", **params: Any) -> Any:
+        """What :meth:`metric` would do: cached vs to-compute units and the arrays it would read."""
+        from .queries.metric_engine import explain_metric
+        return explain_metric(self.store, name, dataset, model, layers, per, executor, **params)
+
+    def plot_metric(self, names: Any, dataset: str, out: Any, model: Any = None, layers: Any = "all",
+                    relative_depth: bool = False, **params: Any) -> Any:
+        """Draw metric(s) vs layer (one curve per model, mean +- sem bands) to a PNG; returns the path."""
+        from .queries.plots import plot_metrics
+        return plot_metrics(self, names, dataset, out, model=model, layers=layers,
+                            relative_depth=relative_depth, **params)
+
+
+def import_lake(src: Any, lake: Any, *, storage_options: dict[str, Any] | None = None,
+                lake_storage_options: dict[str, Any] | None = None) -> Any:
+    """Import the export at ``src`` into ``lake`` (a :class:`Lake`, or a path/URL created if new).
+
+    Every file is verified before the target is created or touched.
+    """
+    from .store.importer import import_lake as _import
+    target = lake.store if isinstance(lake, Lake) else lake
+    return _import(target, src, storage_options=storage_options, target_storage_options=lake_storage_options)

@@ -60,4 +60,32 @@ def run_quickstart(lake_path: str, *, n_docs: int = QUICKSTART_DOCS, console: An
         toks = lake.tokens("pydoc-topics").collect()
         vecs = lake.read_vectors("pydoc-topics", layers=[0, 6])
         say(f"stored {toks.height:,} tokens; read_vectors -> array {tuple(vecs.shape)} (layers x tokens x d_model)")
-    return {"lake": lake, "result": result}
+    table = quickstart_metrics(lake)
+    panel = lake.plot_metric(list(QUICKSTART_METRICS), "pydoc-topics", f"{lake_path}/quickstart-panel.png")
+    if console is not None:
+        from rich.table import Table
+        t = Table(title="per-layer metrics of all-MiniLM-L6-v2 on pydoc-topics (computed from the lake, cached)")
+        t.add_column("layer")
+        for name in QUICKSTART_METRICS:
+            t.add_column(name)
+        for row in table.iter_rows(named=True):
+            t.add_row(str(row["layer"]), *(f"{row[n]:.3f}" if row[n] is not None else "-" for n in QUICKSTART_METRICS))
+        console.print(t)
+        say(f"panel of these curves: {panel}")
+        say(f"next: layerlake sql \"SELECT layer, metric, value FROM metrics\" --lake {lake_path}")
+    return {"lake": lake, "result": result, "metrics": table, "panel": panel}
+
+
+QUICKSTART_METRICS = ("prompt_entropy", "dataset_entropy", "curvature", "representation_dispersion", "twonn_id")
+
+
+def quickstart_metrics(lake: Any) -> Any:
+    """One row per layer, one column per quickstart metric (polars DataFrame)."""
+    import polars as pl
+
+    frames = [lake.metric(name, dataset="pydoc-topics").select(["layer", pl.col("value").alias(name)])
+              for name in QUICKSTART_METRICS]
+    out = frames[0]
+    for f in frames[1:]:
+        out = out.join(f, on="layer", how="full", coalesce=True)
+    return out.sort("layer")

@@ -71,8 +71,12 @@ def forward_batch(lm: LoadedModel, batch: Batch, layers: Sequence[int], dtype: s
         hidden: dict[int, torch.Tensor] = {}
         for l in layers:
             h = hs[l][sel]
-            peak = h.abs().amax().float() if h.numel() else torch.zeros((), device=h.device)
-            peak_v = float(peak)
+            if h.numel():  # one pass, no temporary (abs() would allocate a copy); NaN propagates
+                lo, hi = torch.aminmax(h)
+                lo_v, hi_v = float(lo), float(hi)
+                peak_v = float("nan") if lo_v != lo_v or hi_v != hi_v else max(-lo_v, hi_v)
+            else:
+                peak_v = 0.0
             if peak_v != peak_v:
                 raise SpecError(f"model {lm.ref} produced NaN at layer {l}; check the model weights and dtype")
             if dtype == "float16" and peak_v > FLOAT16_MAX:

@@ -97,8 +97,7 @@ def load_model(model: Any, *, tokenizer: Any = None, gguf_file: str | None = Non
                 f"cannot load model {src!r}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
                 "(give a local model directory, or a Hub id with network access)"
             ) from None
-        archs = list(getattr(config, "architectures", None) or [])
-        causal = any(a.endswith(CAUSAL_SUFFIXES) for a in archs) or (not archs and getattr(config, "is_decoder", False))
+        causal = _is_causal_config(config, gguf=bool(gguf_file))
         cls = AutoModelForCausalLM if causal else AutoModel
         mkw = dict(kw)
         if dtype is not None:
@@ -145,6 +144,19 @@ def probe_hidden_sizes(model: Any, tokenizer: Any, device: torch.device, ref: st
     if not hs:
         raise SpecError(f"model {ref} returns no hidden_states; layerlake needs output_hidden_states support")
     return [int(h.shape[-1]) for h in hs]
+
+
+def _is_causal_config(config: Any, *, gguf: bool) -> bool:
+    """Causal LM (load with its LM head, store nll) or encoder (load the base model)?"""
+    archs = list(getattr(config, "architectures", None) or [])
+    if archs:
+        return any(a.endswith(CAUSAL_SUFFIXES) for a in archs)
+    if gguf or getattr(config, "is_decoder", False):
+        return True
+    from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+                                                        MODEL_FOR_MASKED_LM_MAPPING_NAMES)
+    mt = getattr(config, "model_type", "")
+    return mt in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and mt not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 
 def _is_hub_id(s: str) -> bool:
@@ -206,7 +218,17 @@ def tokenizer_hash(tok: Any) -> str:
                              "special": {k: str(v) for k, v in sorted(tok.special_tokens_map.items())}}
     backend = getattr(tok, "backend_tokenizer", None)
     if backend is not None:
-        parts["backend"] = hashlib.sha256(backend.to_str().encode()).hexdigest()
+        # truncation and padding are per-call state that a fast tokenizer leaves on its backend after each
+        # call: hashing them made the same tokenizer a different extraction once it had been used
+        # (a fresh tokenizer hashes as before: the copy is reset to no truncation and no padding)
+        text = backend.to_str()
+        if backend.truncation is not None or backend.padding is not None:
+            from tokenizers import Tokenizer
+            clean = Tokenizer.from_str(text)
+            clean.no_truncation()
+            clean.no_padding()
+            text = clean.to_str()
+        parts["backend"] = hashlib.sha256(text.encode()).hexdigest()
     else:
         parts["vocab"] = hashlib.sha256(repr(sorted(tok.get_vocab().items())).encode()).hexdigest()
     return json_hash(parts, 32)

@@ -54,6 +54,8 @@ class IngestResult:
     shards_written: int
     bytes_written: int
     seconds: float
+    compute_seconds: float = 0.0
+    executor_stats: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def nothing_computed(self) -> bool:
@@ -99,8 +101,13 @@ def ingest(store: LakeStore, model: Any, data: Any, *, dataset: str | None = Non
            tokenizer: Any = None, gguf_file: str | None = None, revision: str | None = None,
            model_dtype: str | None = None, attn_implementation: str | None = None,
            model_name: str | None = None, progress: bool | None = None,
-           executor_options: dict[str, Any] | None = None) -> IngestResult:
-    """Ingest ``data`` with ``model`` into the lake; see :meth:`layerlake.Lake.ingest`."""
+           executor_options: dict[str, Any] | None = None, augment: int = 0,
+           augment_seed: int = 0) -> IngestResult:
+    """Ingest ``data`` with ``model`` into the lake; see :meth:`layerlake.Lake.ingest`.
+
+    ``augment=N`` also stores N seeded augmented views of every document (see
+    :mod:`layerlake.ingest.views`).
+    """
     t0 = time.monotonic()
     store.fs.check_writable()
     dataset = dataset or default_dataset_name(data)
@@ -109,8 +116,18 @@ def ingest(store: LakeStore, model: Any, data: Any, *, dataset: str | None = Non
                         jacobian=jacobian)
     if executor not in ("local", "ray"):
         raise SpecError(f"executor={executor!r} must be 'local' or 'ray'")
+    if executor == "ray":
+        from .executors import check_ray_setup  # imported lazily: ray is optional
+        check_ray_setup(store, executor_options)
+    elif executor_options:
+        raise SpecError(f"executor_options {sorted(executor_options)} are for executor='ray', not 'local'")
     corpus = load_corpus(data, text_column=text_column)
-    lm = load_model(model, tokenizer=tokenizer, gguf_file=gguf_file, revision=revision, device=device,
+    if augment:
+        from .views import add_augmented_views
+        corpus, _ = add_augmented_views(corpus, augment, augment_seed)
+    # with Ray the driver's copy only plans and tokenizes: keep it off the GPUs the workers need
+    lm = load_model(model, tokenizer=tokenizer, gguf_file=gguf_file, revision=revision,
+                    device="cpu" if executor == "ray" else device,
                     torch_dtype=model_dtype, attn_implementation=attn_implementation, model_name=model_name)
     layer_list = resolve_layers(spec0.layers, lm.n_layers, f"model {lm.ref} ({lm.n_layers} blocks)")
     lm.check_layer_sizes(layer_list)
@@ -137,7 +154,7 @@ def ingest(store: LakeStore, model: Any, data: Any, *, dataset: str | None = Non
                         progress=progress, options=executor_options or {},
                         load_kwargs=dict(model=model, tokenizer=tokenizer, gguf_file=gguf_file, revision=revision,
                                          model_dtype=model_dtype, attn_implementation=attn_implementation,
-                                         model_name=model_name))
+                                         model_name=model_name, device=device))
     else:
         stats = run_local(store, eid, lm, corpus, plan, spec, batch_tokens=batch_tokens, shard_bytes=shard_bytes,
                           progress=progress)
@@ -150,7 +167,10 @@ def ingest(store: LakeStore, model: Any, data: Any, *, dataset: str | None = Non
         computed_docs=len(computed), reused_docs=reused,
         skipped_empty=corpus.n_empty, duplicates=corpus.n_duplicates, truncated_docs=stats["truncated"],
         computed_tokens=stats["tokens"], layers=layer_list, shards_written=stats["shards"],
-        bytes_written=stats["bytes"], seconds=time.monotonic() - t0)
+        bytes_written=stats["bytes"], seconds=time.monotonic() - t0,
+        compute_seconds=float(stats.get("compute_seconds", 0.0)),
+        executor_stats={k: v for k, v in stats.items()
+                        if k not in ("tokens", "shards", "bytes", "truncated", "compute_seconds")})
     log.info(result.summary())
     return result
 
@@ -195,8 +215,9 @@ def make_batches(lm: LoadedModel, corpus: Corpus, hashes: Sequence[str], spec: C
     todo = sorted(hashes, key=order.__getitem__)
     docs = [corpus.documents[order[h]] for h in todo]
     windows, n_trunc = tokenize_documents(lm.tokenizer, docs, spec, orders=[order[h] for h in todo])
+    # no widening of the budget to the longest window: plan_batches gives an oversized window a batch of its
+    # own, and a budget that depended on the documents left would change the batches of a resumed ingest
     budget = batch_tokens or (32768 if lm.device.type == "cuda" else 4096)
-    budget = max(budget, max((w.n_tokens for w in windows), default=1))
     per_doc: dict[int, int] = {}
     for w in windows:
         per_doc[w.doc_order] = per_doc.get(w.doc_order, 0) + 1
@@ -226,9 +247,10 @@ def run_local(store: LakeStore, eid: str, lm: LoadedModel, corpus: Corpus, plan:
               spec: CaptureSpec, *, batch_tokens: int | None, shard_bytes: int,
               progress: bool | None) -> dict[str, int]:
     """Compute every planned group in this process."""
-    stats = {"tokens": 0, "shards": 0, "bytes": 0, "truncated": 0}
+    stats = {"tokens": 0, "shards": 0, "bytes": 0, "truncated": 0, "compute_seconds": 0.0}
     if not plan:
         return stats
+    t_start = time.monotonic()
     token_text = token_text_table(lm.tokenizer)
     total_docs = sum(len(g) for g in plan.values())
     jac_capture = _jacobian_capture(spec)
@@ -265,6 +287,7 @@ def run_local(store: LakeStore, eid: str, lm: LoadedModel, corpus: Corpus, plan:
             except BaseException:
                 writer.abort()
                 raise
+    stats["compute_seconds"] = time.monotonic() - t_start
     return stats
 
 

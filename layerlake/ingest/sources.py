@@ -59,7 +59,13 @@ def load_corpus(data: Any, *, text_column: str = "text") -> Corpus:
         if not text.strip():
             n_empty += 1
             continue
-        h = doc_hash(text)
+        try:
+            h = doc_hash(text)
+        except UnicodeEncodeError as exc:
+            raise SpecError(
+                f"{source}: row {i + 1} is not valid Unicode text (lone surrogate {text[exc.start]!r} at character "
+                f"{exc.start}); decode the source with errors='replace' or fix that row"
+            ) from None
         if h in seen:
             n_dup += 1
             continue

@@ -24,6 +24,17 @@ Input kinds (what the engine passes as the first positional argument(s)):
 - ``"jacobian_sketch"``: ``factors: Sequence[JacobianFactors]`` (one per layer, in
   layer order, for one token) -> ndarray (e.g. an L x L coupling matrix).
 
+Optional engine hints (both default ``None``):
+
+- ``batched``: for ``"doc_hidden"`` metrics, a vectorised twin of ``fn`` taking
+  ``hs: Float[ndarray, "docs tokens d_model"]`` (documents of EQUAL token count,
+  same parameters) and returning ``Float[ndarray, "docs"]`` equal to ``fn`` applied
+  document by document. The engine groups documents by token count and uses it
+  when present (e.g. one batched ``eigvalsh`` for prompt entropy).
+- ``n_views``: for ``"views"`` metrics that need an exact number of views per
+  document (InfoNCE, DiME: 2); the engine then feeds the first ``n_views``
+  augmented views unless the caller picks others.
+
 Granularities: ``"token"``, ``"document"``, ``"layer"``, ``"layer_pair"``, ``"model"``.
 """
 
@@ -70,6 +81,8 @@ class MetricDef:
     source: str = ""
     description: str = ""
     provisional: bool = False
+    batched: Callable[..., Any] | None = None
+    n_views: int | None = None
 
     def __post_init__(self) -> None:
         if self.input not in INPUT_KINDS:

@@ -1,0 +1,14 @@
+"""Queries over the committed lake: DuckDB SQL, Polars frames with pushdown into Zarr chunks.
+
+``sql`` (the DuckDB catalog and :func:`register_sql_extension`), ``vectors``
+(the vector IO source), ``chunks`` (chunk-by-chunk reads with byte counts),
+``frames`` (tokens/docs LazyFrames, ``read_vectors``), ``snapshot`` (what
+queries see: committed shards only).
+"""
+
+from .metric_sql import install_sql_metrics
+from .sql import connect, register_sql_extension
+
+register_sql_extension(install_sql_metrics)  # `SELECT * FROM layerlake_metric(...)` computes on first use
+
+__all__ = ["connect", "register_sql_extension"]

@@ -33,13 +33,16 @@ def extractions_table(store: LakeStore) -> pa.Table:
             "documents": len({h for h in store.doc_index(eid).column("doc_hash").to_pylist()}) if shards else 0,
             "tokens": int(sum(s["n_rows"] for s in shards)),
             "bytes": int(sum(s["bytes"] for s in shards)),
+            "fingerprint": model.get("fingerprint"),
+            "created": man.get("created"),
         })
     schema = pa.schema([("extraction", pa.string()), ("model", pa.string()), ("aliases", pa.list_(pa.string())),
                         ("revision", pa.string()), ("model_class", pa.string()), ("weights_hash", pa.string()),
                         ("tokenizer_hash", pa.string()), ("capture", pa.string()), ("layers", pa.list_(pa.int32())),
                         ("n_layers", pa.int32()), ("d_model", pa.int32()), ("dtype", pa.string()),
                         ("is_causal", pa.bool_()), ("shards", pa.int64()), ("documents", pa.int64()),
-                        ("tokens", pa.int64()), ("bytes", pa.int64())])
+                        ("tokens", pa.int64()), ("bytes", pa.int64()), ("fingerprint", pa.string()),
+                        ("created", pa.string())])
     return pa.Table.from_pylist(rows, schema=schema)
 
 

@@ -12,10 +12,11 @@ from typing import Any, Sequence
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from ..errors import NotFoundError, SpecError
+from ..errors import IntegrityError, NotFoundError, SpecError
 from ..store import LakeStore, parse_layers
-from ..store.reader import gather_rows
+from .remote import scan_lake_parquet
 
 
 def dataset_frame(store: LakeStore, dataset: str) -> pa.Table:
@@ -38,6 +39,9 @@ def locate_dataset(store: LakeStore, dataset: str, eid: str, layer: int | None =
     missing = [h for h in hashes if h not in found]
     if missing:
         what = f"layer {layer}" if layer is not None else "tokens"
+        lost = lost_documents_error(store, dataset, eid, layer, len(missing))
+        if lost is not None:
+            raise lost
         have = store.extraction(eid)
         raise NotFoundError(
             f"{len(missing)} document(s) of dataset {dataset!r} have no {what} in extraction {eid} "
@@ -46,17 +50,36 @@ def locate_dataset(store: LakeStore, dataset: str, eid: str, layer: int | None =
     return loc
 
 
+def lost_documents_error(store: LakeStore, dataset: str, eid: str, layer: int | None,
+                         n_missing: int) -> IntegrityError | None:
+    """An IntegrityError when documents the dataset was ingested with are gone (damage, not a request
+    for something never computed); None otherwise."""
+    damaged = store.damaged_shards(eid)
+    if damaged:
+        sid, why = sorted(damaged.items())[0]
+        return IntegrityError(f"{n_missing} document(s) of dataset {dataset!r} are in damaged shard(s) of extraction "
+                              f"{eid} ({len(damaged)} shard(s), e.g. {sid}: {why})")
+    link = store.dataset_links(dataset).get(eid)
+    if link is not None and (layer is None or layer in link.get("layers", [])):
+        return IntegrityError(
+            f"{n_missing} document(s) of dataset {dataset!r} that were ingested into extraction {eid} are missing "
+            "from its committed shards (a commit marker or shard was lost); run `layerlake verify`, then re-run "
+            "the ingest to recompute them"
+        )
+    return None
+
+
 def tokens_frame(store: LakeStore, dataset: str, model: str | None = None) -> pl.LazyFrame:
     """One row per stored token of the dataset, in dataset order (a LazyFrame over Parquet)."""
     eid = store.resolve_extraction(dataset, model)
     loc = locate_dataset(store, dataset, eid)
     shards = sorted(set(loc.column("shard").to_pylist()))
-    files = [store.fs.url_of("extractions", eid, "shards", s, "tokens.parquet") for s in shards]
+    for s in shards:  # checks each tokens.parquet against its commit marker's crc32c (once per handle)
+        store.checked_url(eid, s, "tokens.parquet")
     order = pl.from_arrow(store.dataset_table(dataset).select(["ordinal", "doc_hash"])).lazy()
     pick = pl.from_arrow(loc.select(["doc_hash", "shard"])).lazy().unique()
-    opts = store.fs.storage_options or None
-    scans = [pl.scan_parquet(f, storage_options=opts).with_columns(pl.lit(s).alias("shard"))
-             for f, s in zip(files, shards)]
+    scans = [scan_lake_parquet(store, "extractions", eid, "shards", s, "tokens.parquet")
+             .with_columns(pl.lit(s).alias("shard")) for s in shards]
     toks = pl.concat(scans, how="vertical") if scans else pl.LazyFrame()
     return (toks.join(pick, on=["doc_hash", "shard"], how="inner")
             .join(order, on="doc_hash", how="inner")
@@ -90,12 +113,35 @@ def normalize_layers(store: LakeStore, eid: str, layers: Any) -> list[int]:
 
 
 def read_vectors(store: LakeStore, dataset: str, model: str | None = None, layers: Any = "all",
-                 docs: Sequence[str] | None = None) -> np.ndarray:
-    """Float32 numpy ``[layers, tokens, d_model]`` (``[tokens, d_model]`` for an int layer), dataset order."""
+                 docs: Sequence[str] | None = None, engine: Any = None) -> np.ndarray:
+    """Float32 numpy ``[layers, tokens, d_model]`` (``[tokens, d_model]`` for an int layer), dataset order.
+
+    Streams chunk by chunk into the preallocated result: only chunks holding
+    the selected rows are read, in blocks of bounded size, converted to
+    float32 while copied into place (no whole layer is held in its stored dtype).
+    """
+    from .chunks import ChunkReader
+
     eid = store.resolve_extraction(dataset, model)
     single = isinstance(layers, (int, np.integer)) and not isinstance(layers, bool)
     layer_list = normalize_layers(store, eid, int(layers) if single else layers)
     if not layer_list:
         raise SpecError(f"extraction {eid} stores no layers")
-    out = [gather_rows(store, eid, locate_dataset(store, dataset, eid, l, docs), l) for l in layer_list]
-    return out[0] if single else np.stack(out)
+    locs = [locate_dataset(store, dataset, eid, l, docs) for l in layer_list]
+    counts = [int(pc.sum(loc.column("n_tokens")).as_py() or 0) for loc in locs]
+    if len(set(counts)) > 1:
+        raise NotFoundError(f"layers {layer_list} of extraction {eid} hold different token counts {counts} for "
+                            f"dataset {dataset!r}; run `layerlake verify`")
+    d = int(store.extraction(eid).get("d_model") or 0)
+    out = np.empty((len(layer_list), counts[0], d), dtype=np.float32)
+    reader = engine.reader if engine is not None else ChunkReader(store)
+    with reader.scan(f"read_vectors[{dataset}]") as stats:
+        for li, (layer, loc) in enumerate(zip(layer_list, locs)):
+            n_tok = np.asarray(loc.column("n_tokens").to_numpy(), dtype=np.int64)
+            starts = np.asarray(loc.column("row_start").to_numpy(), dtype=np.int64)
+            dst = np.cumsum(n_tok) - n_tok
+            shards = np.asarray(loc.column("shard").to_pylist(), dtype=object)
+            for sid in dict.fromkeys(shards.tolist()):
+                m = shards == sid
+                reader.fill(out[li], eid, sid, layer, starts[m], starts[m] + n_tok[m], dst[m], stats)
+    return out[0] if single else out

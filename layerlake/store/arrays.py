@@ -16,9 +16,11 @@ from zarr.codecs import BloscCodec, Crc32cCodec
 
 from ..errors import IntegrityError
 from .fs import LakeFS
+from .safety import check_array
 
 CHUNK_BYTES = 2 * 1024 * 1024
 PHYSICAL_DTYPE = {"float16": "float16", "bfloat16": "uint16", "float32": "float32"}
+BF16_NAN_BITS = 0x7FC0
 
 
 def codecs() -> list[Any]:
@@ -42,9 +44,17 @@ def write_array(group: zarr.Group, name: str, data: np.ndarray, logical_dtype: s
     """Create ``group[name]`` holding ``data`` (already in its physical dtype), whole chunks at once."""
     row_bytes = int(np.prod(data.shape[1:], dtype=np.int64)) * data.dtype.itemsize
     chunks = (chunk_rows(row_bytes, data.shape[0], chunk_bytes),) + tuple(data.shape[1:])
+    # zarr reads a missing chunk file as fill_value, silently: a NaN fill makes a lost chunk of a float
+    # array visible to read_rows (stored hidden states are never NaN: capture refuses them)
+    fill: Any = 0
+    extra: dict[str, Any] = {}
+    if data.dtype.kind == "f":
+        fill, extra = float("nan"), {"fill": "nan"}
+    elif logical_dtype == "bfloat16" and data.dtype == np.uint16:
+        fill, extra = BF16_NAN_BITS, {"fill": "nan"}
     arr = group.create_array(name, shape=data.shape, chunks=chunks, dtype=data.dtype,
-                             compressors=codecs(), fill_value=0,
-                             attributes={"dtype": logical_dtype, **(attrs or {})})
+                             compressors=codecs(), fill_value=fill,
+                             attributes={"dtype": logical_dtype, **extra, **(attrs or {})})
     if data.size:
         arr[...] = data
 
@@ -73,6 +83,7 @@ def read_rows(arr: zarr.Array, ranges: Sequence[tuple[int, int]], *, where: str 
     Only the chunks overlapping the ranges are read. A chunk whose checksum
     fails raises :class:`IntegrityError` naming the array.
     """
+    check_array(arr, where=where or str(arr.path))
     logical = arr.attrs.get("dtype", str(arr.dtype))
     parts = []
     try:
@@ -88,6 +99,11 @@ def read_rows(arr: zarr.Array, ranges: Sequence[tuple[int, int]], *, where: str 
     d = arr.shape[1:]
     raw = np.concatenate(parts) if parts else np.empty((0,) + tuple(d), dtype=arr.dtype)
     out = to_float32(raw, logical)
+    if arr.attrs.get("fill") == "nan" and out.size and np.isnan(out).any():
+        raise IntegrityError(
+            f"cannot read {where or arr.path}: a chunk file is missing (read back as the NaN fill value); "
+            "run `layerlake verify` and re-ingest the affected documents"
+        )
     # re-expand merged ranges into the requested order
     return _reorder(out, ranges)
 
@@ -122,16 +138,35 @@ def _reorder(block: np.ndarray, ranges: Sequence[tuple[int, int]]) -> np.ndarray
 
 
 def open_group(lake: LakeFS, *parts: str) -> zarr.Group:
-    return zarr.open_group(zarr_store(lake, *parts, read_only=True), mode="r")
+    """Open a stored group read-only, Zarr v3 only (no fallback to v2 metadata)."""
+    return zarr.open_group(zarr_store(lake, *parts, read_only=True), mode="r", zarr_format=3)
 
 
 def check_all_chunks(arr: zarr.Array) -> None:
     """Decode every chunk (the crc32c codec validates each); raises on damage."""
+    check_array(arr, where=str(arr.path))
+    bad = damaged_chunks(arr)
+    if bad:
+        key, exc = bad[0]
+        raise IntegrityError(f"chunk {key} of {arr.path} fails to decode: {exc}")
+
+
+def damaged_chunks(arr: zarr.Array) -> list[tuple[str, str]]:
+    """(chunk key relative to the array, error) for every chunk that fails to decode.
+
+    Chunks along the first axis only (arrays of the lake are chunked by rows).
+    """
     rows = arr.chunks[0]
-    for start in range(0, arr.shape[0], rows):
-        arr[start:start + rows]
-    if arr.shape[0] == 0:
-        return
+    bad = []
+    for i, start in enumerate(range(0, arr.shape[0], rows)):
+        try:
+            arr[start:start + rows]
+        except (MemoryError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # codec errors of every kind mean damage
+            key = arr.metadata.encode_chunk_key((i,) + (0,) * (arr.ndim - 1))
+            bad.append((key, f"{type(exc).__name__}: {exc}"))
+    return bad
 
 
 def stored_nbytes(arr: zarr.Array) -> int:

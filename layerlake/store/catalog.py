@@ -18,10 +18,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..errors import FormatVersionError, LayerlakeError, NotFoundError, SpecError
+from ..errors import FormatVersionError, IntegrityError, LayerlakeError, NotFoundError, SpecError
 from .fs import LakeFS
 from .hashing import json_hash
-from .shards import read_parquet
+from .shards import check_bytes, read_parquet
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,8 @@ class LakeStore:
         self.fs = LakeFS(url, read_only=(mode == "r"), storage_options=storage_options)
         self.mode = mode
         self._doc_cache: dict[str, tuple[tuple[str, ...], pa.Table]] = {}
+        self._damaged: dict[str, dict[str, str]] = {}
+        self._checked: set[tuple[str, str, str]] = set()
         self._open_or_create()
 
     # -- lake.json -------------------------------------------------------------------------
@@ -73,7 +75,8 @@ class LakeStore:
             return
         if self.mode == "r":
             raise NotFoundError(f"no lake at {fs.url} (lake.json missing); create one with mode='a' or `layerlake ingest`")
-        if fs.exists() and fs.listdir():
+        if fs.exists() and [n for n in fs.listdir() if not n.startswith(".tmp-")]:
+            # (a leftover .tmp- file is a lake.json write killed before its rename)
             raise SpecError(
                 f"{fs.url} exists, is not empty and is not a lake (no lake.json); choose an empty or new directory"
             )
@@ -91,6 +94,11 @@ class LakeStore:
 
     def extraction(self, eid: str) -> dict[str, Any]:
         if not self.fs.exists("extractions", eid, "extraction.json"):
+            if self.commit_ids(eid):
+                raise IntegrityError(
+                    f"{self.fs.url_of('extractions', eid, 'extraction.json')} is missing but the extraction has "
+                    "committed shards; run `layerlake verify`, then re-run the ingest that created it to rewrite it"
+                )
             raise NotFoundError(f"no extraction {eid!r} in lake {self.fs.url}; known: {self.extraction_ids()}")
         return self.fs.read_json("extractions", eid, "extraction.json")
 
@@ -132,9 +140,18 @@ class LakeStore:
         if cached and cached[0] == sids:
             return cached[1]
         tables = []
-        for man in self.shard_manifests(eid):
-            sid = man["shard"]
-            t = read_parquet(self.fs, "extractions", eid, "shards", sid, "docs.parquet")
+        damaged: dict[str, str] = {}
+        for sid in sids:
+            try:
+                man = self.fs.read_json("extractions", eid, "commits", f"{sid}.json")
+                t = read_parquet(self.fs, "extractions", eid, "shards", sid, "docs.parquet",
+                                 expect=man.get("files", {}).get("docs.parquet"))
+            except IntegrityError as exc:
+                # a damaged shard hides its documents: reads that need them fail naming it (see damaged_shards),
+                # the rest of the extraction stays readable, and a re-run ingest recomputes them
+                log.warning("skipping damaged shard %s of extraction %s: %s", sid, eid, exc)
+                damaged[sid] = str(exc)
+                continue
             t = t.append_column("shard", pa.array([sid] * t.num_rows, pa.string()))
             t = t.append_column("layers", pa.array([man["layers"]] * t.num_rows, pa.list_(pa.int32())))
             tables.append(t)
@@ -145,7 +162,48 @@ class LakeStore:
             table = DOCS_SCHEMA.empty_table().append_column("shard", pa.array([], pa.string())).append_column(
                 "layers", pa.array([], pa.list_(pa.int32())))
         self._doc_cache[eid] = (sids, table)
+        self._damaged[eid] = damaged
         return table
+
+    def shard_manifest(self, eid: str, sid: str) -> dict[str, Any]:
+        """The commit marker of one shard; a missing marker means the shard is not committed."""
+        if not self.fs.exists("extractions", eid, "commits", f"{sid}.json"):
+            raise NotFoundError(f"shard {sid} of extraction {eid} is not committed (no commit marker)")
+        return self.fs.read_json("extractions", eid, "commits", f"{sid}.json")
+
+    def shard_layers(self, eid: str, sid: str) -> list[int]:
+        return list(self.shard_manifest(eid, sid).get("layers", []))
+
+    def checked_url(self, eid: str, sid: str, name: str) -> str:
+        """URL of a committed shard's Parquet file after checking it against its commit marker.
+
+        The first call per file and lake handle reads it whole and checks its
+        size and crc32c (committed files never change, so once is enough);
+        damage raises :class:`IntegrityError` naming the file. For scans by
+        engines (Polars, DuckDB) that would otherwise return whatever bytes
+        they find.
+        """
+        key = (eid, sid, name)
+        if key not in self._checked:
+            expect = self.shard_manifest(eid, sid).get("files", {}).get(name)
+            if expect is None:
+                raise IntegrityError(f"the commit marker of shard {sid} (extraction {eid}) does not list {name}")
+            url = self.fs.url_of("extractions", eid, "shards", sid, name)
+            try:
+                data = self.fs.read_bytes("extractions", eid, "shards", sid, name)
+            except FileNotFoundError:
+                raise IntegrityError(f"{url} is missing; run `layerlake verify`") from None
+            problem = check_bytes(data, expect)
+            if problem:
+                raise IntegrityError(f"{url} is damaged: {problem}; run `layerlake verify` and re-ingest the "
+                                     "affected documents")
+            self._checked.add(key)
+        return self.fs.url_of("extractions", eid, "shards", sid, name)
+
+    def damaged_shards(self, eid: str) -> dict[str, str]:
+        """Committed shards that :meth:`doc_index` had to skip (shard id -> what is wrong)."""
+        self.doc_index(eid)
+        return dict(self._damaged.get(eid, {}))
 
     def covered_docs(self, eid: str, layers: Iterable[int] | None = None) -> set[str]:
         """Documents that committed shards hold (with every layer in ``layers``, if given)."""

@@ -18,7 +18,7 @@ from typing import Any
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from ..errors import LayerlakeError, ReadOnlyError, SpecError
+from ..errors import IntegrityError, ReadOnlyError, SpecError
 
 
 class LakeFS:
@@ -63,7 +63,7 @@ class LakeFS:
         try:
             return json.loads(raw)
         except json.JSONDecodeError as exc:
-            raise LayerlakeError(f"{self.url_of(*parts)} is not valid JSON ({exc}); run `layerlake verify`") from exc
+            raise IntegrityError(f"{self.url_of(*parts)} is not valid JSON ({exc}); run `layerlake verify`") from exc
 
     def listdir(self, *parts: str) -> list[str]:
         """Names (not paths) directly under ``parts``; empty if it does not exist."""

@@ -8,17 +8,30 @@ import numpy as np
 import pyarrow as pa
 import zarr
 
-from ..errors import NotFoundError
+from ..errors import IntegrityError, NotFoundError
 from .arrays import open_group, read_rows
 from .catalog import LakeStore
+from .safety import check_array
 
 
 def layer_array(store: LakeStore, eid: str, shard: str, layer: int) -> zarr.Array:
-    group = open_group(store.fs, "extractions", eid, "shards", shard, "hidden.zarr")
+    """The array of ``layer`` in a committed shard; unreadable metadata raises :class:`IntegrityError`."""
+    where = store.fs.url_of("extractions", eid, "shards", shard, "hidden.zarr", f"layer_{layer}")
     try:
-        return group[f"layer_{layer}"]
+        group = open_group(store.fs, "extractions", eid, "shards", shard, "hidden.zarr")
+        arr = group[f"layer_{layer}"]
     except KeyError:
+        if layer in store.shard_layers(eid, shard):
+            raise IntegrityError(f"{where} is missing though the shard's commit marker lists layer {layer}; "
+                                 "run `layerlake verify`") from None
         raise NotFoundError(f"shard {shard} of extraction {eid} has no layer {layer}") from None
+    except (MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # zarr refuses metadata it cannot parse (unknown codec, bad JSON, ...)
+        raise IntegrityError(f"cannot open {where}: {type(exc).__name__}: {exc}; the array metadata is damaged "
+                             "or missing — run `layerlake verify`") from None
+    check_array(arr, where=where)
+    return arr
 
 
 def gather_rows(store: LakeStore, eid: str, locations: pa.Table, layer: int,

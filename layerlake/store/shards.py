@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import zarr
 
-from ..errors import LayerlakeError
+from ..errors import IntegrityError, LayerlakeError
 from .arrays import write_array, zarr_store
 from .fs import LakeFS
 
@@ -73,10 +73,50 @@ class ShardData:
         return self.tokens.num_rows
 
 
-def write_shard(lake: LakeFS, eid: str, shard: ShardData, *, shard_id: str | None = None) -> dict[str, Any]:
-    """Write and commit one shard; returns its commit manifest."""
+def write_shard(lake: LakeFS, eid: str, shard: ShardData, *, shard_id: str | None = None,
+                commit: bool = True) -> dict[str, Any]:
+    """Write and commit one shard; returns its commit manifest.
+
+    The same as :func:`write_shard_data` followed by :func:`commit_shard`; a
+    failure of either removes the partial shard folder. With ``commit=False``
+    only the data is written: the caller commits later with :func:`commit_shard`
+    (import writes every shard first and all markers last).
+    """
+    manifest = write_shard_data(lake, eid, shard, shard_id=shard_id)
+    if not commit:
+        return manifest
+    try:
+        commit_shard(lake, eid, manifest)
+    except BaseException:
+        abandon_shard(lake, eid, manifest["shard"])
+        raise
+    return manifest
+
+
+def abandon_shard(lake: LakeFS, eid: str, sid: str) -> None:
+    """Remove a written but uncommitted shard folder (best effort).
+
+    Never removes a shard whose commit marker exists: a marker write that
+    raised may still have landed (an object store timing out on the reply).
+    """
+    try:
+        if lake.exists("extractions", eid, "commits", f"{sid}.json"):
+            return
+    except Exception as exc:  # cannot tell: keep the data, an orphan is harmless
+        log.warning("not removing shard %s of %s: cannot check its commit marker (%s)", sid, eid, exc)
+        return
+    _remove_partial(lake, ("extractions", eid, "shards", sid))
+
+
+def write_shard_data(lake: LakeFS, eid: str, shard: ShardData, *, shard_id: str | None = None) -> dict[str, Any]:
+    """Write one shard's files (not yet visible) and return the manifest that commits it.
+
+    Used directly by executors whose workers write data while a driver commits
+    (:func:`commit_shard`). A failure removes the partial shard folder; a crash
+    leaves an orphan folder that readers ignore.
+    """
     lake.check_writable()
-    sid = shard_id or _new_shard_id(lake)
+    sid = shard_id or new_shard_id(lake)
     base = ("extractions", eid, "shards", sid)
     files: dict[str, dict[str, Any]] = {}
     try:
@@ -106,6 +146,9 @@ def write_shard(lake: LakeFS, eid: str, shard: ShardData, *, shard_id: str | Non
                 continue
             files.setdefault(rel, {"size": size})
             files[rel]["size"] = size
+            if rel.endswith("zarr.json") and "crc32c" not in files[rel]:
+                # array metadata is small and a flipped digit there (a shape, a dtype) would misread every chunk
+                files[rel]["crc32c"] = crc32c.crc32c(lake.read_bytes(*base, rel))
         manifest = {
             "format": SHARD_FORMAT,
             "shard": sid,
@@ -123,17 +166,41 @@ def write_shard(lake: LakeFS, eid: str, shard: ShardData, *, shard_id: str | Non
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "writer": {"host": socket.gethostname(), "pid": os.getpid(), **shard.info},
         }
-        lake.write_json_atomic(manifest, "extractions", eid, "commits", f"{sid}.json")
     except BaseException:
-        try:
-            lake.rm(*base)
-        except Exception as cleanup_exc:  # report, but keep the original error
-            log.warning("could not remove partial shard %s: %s", "/".join(base), cleanup_exc)
+        _remove_partial(lake, base)
         raise
     return manifest
 
 
-def _new_shard_id(lake: LakeFS) -> str:
+def commit_shard(lake: LakeFS, eid: str, manifest: dict[str, Any], *, check_files: bool = False) -> None:
+    """Make a written shard visible: write its commit marker (one atomic write, the last one).
+
+    With ``check_files``, first check that every file the manifest lists is
+    visible here with its size (a driver committing what a worker on another
+    machine wrote: catches a lake path that is not shared between machines).
+    """
+    sid = manifest["shard"]
+    if check_files:
+        on_disk = lake.walk_files("extractions", eid, "shards", sid)
+        bad = [rel for rel, info in manifest["files"].items() if on_disk.get(rel) != info["size"]]
+        if bad:
+            host = manifest.get("writer", {}).get("host", "?")
+            raise IntegrityError(
+                f"shard {sid} written on host {host} is not visible from here: {len(bad)} file(s) missing or of "
+                f"another size under {lake.url_of('extractions', eid, 'shards', sid)} (e.g. {bad[0]}); the lake must "
+                "be on a file system shared by every worker (NFS, ...) or on an object store"
+            )
+    lake.write_json_atomic(manifest, "extractions", eid, "commits", f"{sid}.json")
+
+
+def _remove_partial(lake: LakeFS, base: tuple[str, ...]) -> None:
+    try:
+        lake.rm(*base)
+    except Exception as cleanup_exc:  # report, but keep the original error
+        log.warning("could not remove partial shard %s: %s", "/".join(base), cleanup_exc)
+
+
+def new_shard_id(lake: LakeFS) -> str:
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
     return f"{now}-{lake.new_id()[:10]}"
 
@@ -144,7 +211,42 @@ def _parquet_bytes(table: pa.Table) -> bytes:
     return buf.getvalue()
 
 
-def read_parquet(lake: LakeFS, *parts: str, columns: list[str] | None = None) -> pa.Table:
-    if lake.is_local:
-        return pq.read_table(lake.path(*parts), columns=columns)
-    return pq.read_table(lake.path(*parts), columns=columns, filesystem=lake.fs)
+def read_parquet(lake: LakeFS, *parts: str, columns: list[str] | None = None,
+                 expect: dict[str, Any] | None = None) -> pa.Table:
+    """Read a Parquet file of the lake; damage raises :class:`IntegrityError` naming the file.
+
+    ``expect`` is the file's entry in a commit marker (``size``, ``crc32c``):
+    the whole file is then read and checked before it is decoded, so any
+    flipped byte is caught, not just the ones Parquet's own structure notices.
+    """
+    url = lake.url_of(*parts)
+    try:
+        if expect is not None:
+            data = lake.read_bytes(*parts)
+            problem = check_bytes(data, expect)
+            if problem:
+                raise IntegrityError(f"{url} is damaged: {problem}; run `layerlake verify` and re-ingest the "
+                                     "affected documents")
+            return pq.read_table(pa.BufferReader(data), columns=columns)
+        if lake.is_local:
+            return pq.read_table(lake.path(*parts), columns=columns)
+        return pq.read_table(lake.path(*parts), columns=columns, filesystem=lake.fs)
+    except IntegrityError:
+        raise
+    except FileNotFoundError:
+        raise IntegrityError(f"{url} is missing; run `layerlake verify`") from None
+    except (pa.ArrowInvalid, ValueError) as exc:  # not OSError: an I/O hiccup is not damage
+        raise IntegrityError(f"cannot read {url}: {type(exc).__name__}: {exc}; the file is damaged or truncated — "
+                             "run `layerlake verify`") from None
+
+
+def check_bytes(data: bytes, expect: dict[str, Any]) -> str | None:
+    """What is wrong with ``data`` against a commit-marker entry (size, crc32c), or None."""
+    if "size" in expect and len(data) != expect["size"]:
+        return f"size {len(data)} != {expect['size']} in its commit marker (truncated or overwritten)"
+    if "crc32c" in expect and crc32c.crc32c(data) != expect["crc32c"]:
+        return "crc32c checksum differs from its commit marker (bytes changed)"
+    return None
+
+
+_new_shard_id = new_shard_id  # older name, kept for callers

@@ -13,8 +13,9 @@ import crc32c
 import zarr
 
 from ..errors import LayerlakeError
-from .arrays import check_all_chunks, open_group
+from .arrays import damaged_chunks, open_group
 from .catalog import LakeStore
+from .hashing import doc_hash
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,13 +33,22 @@ def verify_lake(store: LakeStore, *, deep: bool = True,
     problems: list[Problem] = []
     for eid in fs.listdir("extractions"):
         base = ("extractions", eid)
+        # list shard folders before commit markers: a shard committed in between is then seen as committed
+        # (listing the other way round would report it as an orphan)
+        shard_dirs = fs.listdir(*base, "shards")
         if not fs.exists(*base, "extraction.json"):
-            problems.append(Problem(fs.url_of(*base), "extraction folder without extraction.json (orphan)"))
-            continue
-        try:
-            fs.read_json(*base, "extraction.json")
-        except LayerlakeError as exc:
-            problems.append(Problem(fs.url_of(*base, "extraction.json"), str(exc)))
+            if fs.listdir(*base, "commits"):
+                problems.append(Problem(fs.url_of(*base, "extraction.json"),
+                                        "missing, but the extraction has committed shards (re-run the ingest that "
+                                        "created it to rewrite it)"))
+            else:
+                problems.append(Problem(fs.url_of(*base), "extraction folder without extraction.json (orphan)"))
+                continue
+        else:
+            try:
+                fs.read_json(*base, "extraction.json")
+            except LayerlakeError as exc:
+                problems.append(Problem(fs.url_of(*base, "extraction.json"), str(exc)))
         committed = set()
         for name in fs.listdir(*base, "commits"):
             if not name.endswith(".json"):
@@ -53,7 +63,7 @@ def verify_lake(store: LakeStore, *, deep: bool = True,
             problems.extend(_verify_shard(store, eid, sid, man, deep))
             if on_shard:
                 on_shard(sid)
-        for sid in fs.listdir(*base, "shards"):
+        for sid in shard_dirs:
             if sid not in committed:
                 problems.append(Problem(fs.url_of(*base, "shards", sid),
                                         "shard without a commit marker (orphan from an interrupted ingest; "
@@ -65,6 +75,13 @@ def verify_lake(store: LakeStore, *, deep: bool = True,
             problems.append(Problem(fs.url_of("datasets", name, "docs.parquet"), f"unreadable: {exc}"))
             continue
         hashes = table.column("doc_hash").to_pylist()
+        if deep and "text" in table.column_names:
+            # a dataset table has no checksum of its own, but each row carries one: doc_hash = hash(text)
+            bad = sum(1 for h, t in zip(hashes, table.column("text").to_pylist())
+                      if not isinstance(t, str) or _text_hash(t) != h)
+            if bad:
+                problems.append(Problem(fs.url_of("datasets", name, "docs.parquet"),
+                                        f"{bad} row(s) whose text does not match its doc_hash (file damaged)"))
         for eid in store.dataset_links(name):
             if not fs.exists("extractions", eid, "extraction.json"):
                 problems.append(Problem(fs.url_of("datasets", name, "links", f"{eid}.json"),
@@ -101,26 +118,36 @@ def _verify_shard(store: LakeStore, eid: str, sid: str, man: dict[str, Any], dee
         for group_name in ("hidden.zarr",):
             if not any(r.startswith(group_name + "/") for r in on_disk):
                 continue
-            try:
-                group = open_group(fs, *base, group_name)
-                for name, arr in group.arrays():
-                    try:
-                        check_all_chunks(arr)
-                    except Exception as exc:  # codec errors of every kind mean damage
-                        out.append(Problem(fs.url_of(*base, group_name, name), f"chunk fails to decode: {exc}"))
-            except Exception as exc:
-                out.append(Problem(fs.url_of(*base, group_name), f"cannot open: {exc}"))
+            out.extend(_verify_group(fs, base, group_name))
         if any(r.startswith("jacobian.zarr/") for r in on_disk):
-            try:
-                group = open_group(fs, *base, "jacobian.zarr")
-                for path, arr in _all_arrays(group):
-                    try:
-                        check_all_chunks(arr)
-                    except Exception as exc:
-                        out.append(Problem(fs.url_of(*base, "jacobian.zarr", path), f"chunk fails to decode: {exc}"))
-            except Exception as exc:
-                out.append(Problem(fs.url_of(*base, "jacobian.zarr"), f"cannot open: {exc}"))
+            out.extend(_verify_group(fs, base, "jacobian.zarr"))
     return out
+
+
+def _verify_group(fs: Any, base: tuple[str, ...], group_name: str) -> list[Problem]:
+    """Decode every chunk of every array in a shard's Zarr group; name each damaged chunk file."""
+    out = []
+    try:
+        group = open_group(fs, *base, group_name)
+        arrays = _all_arrays(group)
+    except Exception as exc:  # any failure to open means damaged metadata
+        return [Problem(fs.url_of(*base, group_name), f"cannot open: {type(exc).__name__}: {exc}")]
+    for path, arr in arrays:
+        try:
+            bad = damaged_chunks(arr)
+        except Exception as exc:
+            out.append(Problem(fs.url_of(*base, group_name, path), f"cannot read: {type(exc).__name__}: {exc}"))
+            continue
+        for key, why in bad:
+            out.append(Problem(fs.url_of(*base, group_name, path, key), f"chunk fails to decode ({why})"))
+    return out
+
+
+def _text_hash(text: str) -> str | None:
+    try:
+        return doc_hash(text)
+    except UnicodeEncodeError:
+        return None
 
 
 def _all_arrays(group: zarr.Group, prefix: str = "") -> list[tuple[str, zarr.Array]]:

@@ -149,12 +149,14 @@ def test_metric_frames_are_polars(small_lake):
 def test_power_iteration_sketch_is_read_as_factors(lake, tiny_gpt2):
     """k = d with power iterations: Q is a full basis, so Q B equals the exact Jres."""
     exact = ll.JacobianSketch(k=2, positions=(1, -1), exact=True, layers=(1,))
-    power = ll.JacobianSketch(k=D, positions=(1, -1), power_iterations=1, layers=(1,))
+    power = ll.JacobianSketch(k=D, l=D, positions=(1, -1), power_iterations=1, layers=(1,))
     for spec in (exact, power):
         lake.ingest(str(tiny_gpt2), TEXTS, dataset="d", layers=[0], jacobian=spec)
-    js = lake.jacobians("d", layer=1, K=4, dense=True, sketch=power)
-    ref = lake.jacobians("d", layer=1, K=4, dense=True, sketch=exact)
-    assert js.exact is None and len(js) == 6 and js.tokens.equals(ref.tokens)
+    js = lake.jacobians("d", layer=1, K=2, dense=True, sketch=power)
+    ref = lake.jacobians("d", layer=1, K=2, dense=True, sketch=exact)
+    assert js.exact is None and len(js) == 6
+    cols = ["doc_hash", "position"]
+    assert js.tokens.select(cols).equals(ref.tokens.select(cols)), (js.tokens, ref.tokens)
     for dense, jres in zip(js.dense, ref.exact):
         assert np.abs(dense - jres).max() <= 1e-4 * np.abs(jres).max()
-    np.testing.assert_allclose(js.S, np.linalg.svd(ref.exact, compute_uv=False)[:, :4], rtol=1e-4)
+    np.testing.assert_allclose(js.S, np.linalg.svd(ref.exact, compute_uv=False)[:, :2], rtol=1e-4)

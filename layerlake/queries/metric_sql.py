@@ -1,0 +1,82 @@
+"""Asking for a metric from SQL: the ``layerlake_metric(...)`` table macro.
+
+``install_sql_metrics(conn, lake)`` registers, on a DuckDB connection:
+
+- ``layerlake_metric_rows(name, dataset, model, layers, per, params)``: a Python
+  scalar UDF that runs the metric engine (cache first, compute on first use) and
+  returns the result as a ``LIST(STRUCT(...))``;
+- ``layerlake_metric(name, dataset, model := NULL, layers := 'all', per := 'layer',
+  params := '{}')``: a table macro unnesting it, so that ::
+
+      SELECT layer, value, sem FROM layerlake_metric('prompt_entropy', 'wiki', params := '{"alpha": 2}')
+
+  returns the same rows as ``lake.metric("prompt_entropy", dataset="wiki", alpha=2)``.
+
+``model``: NULL (every model of the dataset), one model, or several separated by
+``|`` (or a JSON list). ``layers``: ``'all'`` or ``'0,3,6'``. ``params``: a JSON
+object of metric parameters and engine options (``{"pairs": [[0, 6]]}``).
+Computed units land in the cache, which the ``metrics`` view shows.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from ..errors import SpecError
+
+log = logging.getLogger(__name__)
+
+ROW_FIELDS = {
+    "model": "VARCHAR", "extraction": "VARCHAR", "dataset": "VARCHAR", "metric": "VARCHAR",
+    "layer": "INTEGER", "layer2": "INTEGER", "doc_hash": "VARCHAR", "value": "DOUBLE", "n": "BIGINT",
+    "std": "DOUBLE", "sem": "DOUBLE",
+}
+
+MACRO_SQL = (
+    "CREATE OR REPLACE MACRO layerlake_metric(name, dataset, model := NULL, layers := 'all', per := 'layer', "
+    "params := '{}') AS TABLE SELECT unnest(layerlake_metric_rows(name, dataset, model, layers, per, params), "
+    "recursive := true)"
+)
+
+
+def _models(value: str | None) -> Any:
+    if value is None or value == "":
+        return None
+    value = value.strip()
+    if value.startswith("["):
+        return [str(v) for v in json.loads(value)]
+    parts = [p.strip() for p in value.split("|") if p.strip()]
+    return parts[0] if len(parts) == 1 else parts
+
+
+def install_sql_metrics(conn: Any, lake: Any) -> None:
+    """Register ``layerlake_metric(...)`` on DuckDB connection ``conn`` for ``lake`` (a Lake or LakeStore)."""
+    store = getattr(lake, "store", lake)
+
+    def rows(name: str, dataset: str, model: str | None, layers: str | None, per: str | None,
+             params: str | None) -> list[dict[str, Any]]:
+        from .metric_engine import compute_metric
+        try:
+            kwargs = json.loads(params) if params else {}
+        except json.JSONDecodeError as exc:
+            raise SpecError(f"layerlake_metric: params={params!r} is not a JSON object ({exc.msg})") from None
+        if not isinstance(kwargs, dict):
+            raise SpecError(f"layerlake_metric: params={params!r} must be a JSON object like '{{\"alpha\": 2}}'")
+        frame = compute_metric(store, name, dataset, _models(model), layers or "all", per or "layer", **kwargs)
+        out = []
+        for r in frame.iter_rows(named=True):
+            out.append({k: r.get(k) for k in ROW_FIELDS})
+        return out
+
+    struct = conn.struct_type(dict(ROW_FIELDS))
+    import duckdb
+
+    try:
+        conn.remove_function("layerlake_metric_rows")  # installing twice replaces the function
+    except duckdb.Error:
+        log.debug("layerlake_metric_rows was not registered yet")
+    conn.create_function("layerlake_metric_rows", rows, ["VARCHAR"] * 6, conn.list_type(struct),
+                         null_handling="special", side_effects=True)
+    conn.execute(MACRO_SQL)

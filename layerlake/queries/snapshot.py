@@ -1,0 +1,182 @@
+"""What a query sees: the committed state of a lake at one moment.
+
+A :class:`Snapshot` is built from commit markers only (an uncommitted or
+orphaned shard folder is invisible) and is immutable: SQL views and vector
+scans built from one snapshot keep answering from it. :func:`state_key` is the
+cheap fingerprint (directory listings, no file contents) that tells whether a
+new snapshot is needed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from ..errors import NotFoundError
+from ..store import LakeStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExtractionInfo:
+    """One extraction as queries see it."""
+
+    eid: str
+    model: str
+    aliases: tuple[str, ...]
+    d_model: int
+    dtype: str
+    layers: tuple[int, ...]
+    shards: tuple[str, ...]
+    shard_layers: dict[str, tuple[int, ...]]
+
+
+def state_key(store: LakeStore) -> tuple[Any, ...]:
+    """A fingerprint of what is committed (extractions, shards, aliases, datasets); metric files are apart."""
+    fs = store.fs
+    ext = []
+    for eid in store.extraction_ids():
+        ext.append((eid, tuple(store.commit_ids(eid)), tuple(fs.listdir("extractions", eid, "aliases"))))
+    ds = []
+    for name in store.dataset_names():
+        ds.append((name, _file_stamp(store, "datasets", name, "docs.parquet"),
+                   tuple(fs.listdir("datasets", name, "links"))))
+    return tuple(ext), tuple(ds)
+
+
+def _file_stamp(store: LakeStore, *parts: str) -> tuple[Any, ...]:
+    try:
+        info = store.fs.fs.info(store.fs.path(*parts))
+    except FileNotFoundError:
+        return ()
+    stamp = info.get("mtime") or info.get("LastModified") or info.get("ETag") or info.get("created")
+    return int(info.get("size") or 0), str(stamp), info.get("ino")
+
+
+def metric_files(store: LakeStore) -> dict[str, int]:
+    """``metrics/**/*.parquet`` (relative path -> size); temporary files are skipped."""
+    files = store.fs.walk_files("metrics")
+    return {rel: size for rel, size in files.items()
+            if rel.endswith(".parquet") and not any(p.startswith(".") for p in rel.split("/"))}
+
+
+class Snapshot:
+    """The committed lake at one moment: extractions, their shards and document windows, datasets."""
+
+    def __init__(self, store: LakeStore, key: tuple[Any, ...] | None = None) -> None:
+        self.store = store
+        self.key = key if key is not None else state_key(store)
+        self.extractions: dict[str, ExtractionInfo] = {}
+        self._doc_index: dict[str, pa.Table] = {}
+        for eid in store.extraction_ids():
+            man = store.extraction(eid)
+            index = store.doc_index(eid)  # committed shards only, one consistent listing
+            shard_layers: dict[str, tuple[int, ...]] = {}
+            for sid, ls in zip(index.column("shard").to_pylist(), index.column("layers").to_pylist()):
+                shard_layers.setdefault(sid, tuple(int(l) for l in ls))
+            layers = tuple(sorted({l for ls in shard_layers.values() for l in ls}))
+            model = man.get("model", {}) or {}
+            self.extractions[eid] = ExtractionInfo(
+                eid=eid, model=str(model.get("model") or ""), aliases=tuple(store.aliases(eid)),
+                d_model=int(man.get("d_model") or 0), dtype=str(man.get("dtype") or "float16"),
+                layers=layers, shards=tuple(sorted(shard_layers)), shard_layers=shard_layers)
+            self._doc_index[eid] = index
+        self.dataset_names: list[str] = [d[0] for d in self.key[1]]
+        self._datasets: dict[str, pa.Table] = {}
+
+    # -- catalog ---------------------------------------------------------------------------
+    def dataset(self, name: str) -> pa.Table:
+        if name not in self._datasets:
+            if name not in self.dataset_names:
+                raise NotFoundError(f"no dataset {name!r} in lake {self.store.fs.url}; "
+                                    f"known datasets: {', '.join(self.dataset_names) or 'none'}")
+            self._datasets[name] = self.store.dataset_table(name)
+        return self._datasets[name]
+
+    def doc_index(self, eid: str) -> pa.Table:
+        return self._doc_index[eid]
+
+    def dims(self) -> list[int]:
+        return sorted({e.d_model for e in self.extractions.values() if e.d_model})
+
+    # -- placements ------------------------------------------------------------------------
+    @functools.cached_property
+    def windows(self) -> pl.DataFrame:
+        """Every committed window, one row per (extraction, shard, doc window)."""
+        frames = []
+        for eid in self.extractions:
+            t = self._doc_index[eid]
+            if t.num_rows == 0:
+                continue
+            frames.append(pl.from_arrow(t.select(["doc_hash", "window", "char_offset", "n_tokens", "row_start",
+                                                   "truncated", "shard", "layers"]))
+                          .with_columns(pl.lit(eid).alias("extraction")))
+        if not frames:
+            return pl.DataFrame(schema={"doc_hash": pl.String, "window": pl.Int32, "char_offset": pl.Int64,
+                                        "n_tokens": pl.Int32, "row_start": pl.Int64, "truncated": pl.Boolean,
+                                        "shard": pl.String,
+                                        "layers": pl.List(pl.Int32), "extraction": pl.String})
+        return pl.concat(frames, how="vertical_relaxed")
+
+    @functools.cached_property
+    def token_placement(self) -> pl.DataFrame:
+        """(extraction, doc_hash) -> the shard whose tokens count: the first committed one holding the document.
+
+        The same rule as :meth:`LakeStore.locate` without a layer.
+        """
+        return (self.windows.group_by(["extraction", "doc_hash"])
+                .agg(pl.col("shard").min()))
+
+    @functools.cached_property
+    def doc_layers(self) -> pl.DataFrame:
+        """(extraction, doc_hash) -> every layer stored for the document, sorted."""
+        return (self.windows.explode("layers").group_by(["extraction", "doc_hash"])
+                .agg(pl.col("layers").drop_nulls().unique().sort().alias("layers")))
+
+    @functools.cached_property
+    def vector_placement(self) -> pl.DataFrame:
+        """One row per (extraction, layer, doc window) in the shard that serves that layer.
+
+        For each (extraction, layer, document) the first committed shard holding
+        the layer, as :meth:`LakeStore.locate` picks it. Columns: extraction,
+        layer, shard, doc_hash, window, row_start, n_tokens.
+        """
+        w = self.windows.explode("layers").rename({"layers": "layer"}).drop_nulls("layer")
+        chosen = w.group_by(["extraction", "layer", "doc_hash"]).agg(pl.col("shard").min())
+        return (w.join(chosen, on=["extraction", "layer", "doc_hash", "shard"], how="semi")
+                .select(["extraction", "layer", "shard", "doc_hash", "window", "row_start", "n_tokens"]))
+
+    def superseded(self) -> pl.DataFrame:
+        """(extraction, shard, doc_hash) of windows whose tokens are served by an earlier shard."""
+        w = self.windows.select(["extraction", "shard", "doc_hash"]).unique()
+        return w.join(self.token_placement, on=["extraction", "doc_hash", "shard"], how="anti")
+
+    def layer_stored_bytes(self, eid: str, layer: int) -> int:
+        """Bytes of the chunks of ``layer`` over the committed shards of ``eid`` (from commit manifests)."""
+        total = 0
+        prefix = f"hidden.zarr/layer_{int(layer)}/"
+        shards = self.extractions[eid].shard_layers
+        for man in self.store.shard_manifests(eid):
+            if man["shard"] not in shards:
+                continue
+            for rel, info in man.get("files", {}).items():
+                if rel.startswith(prefix) and "/c/" in "/" + rel[len(prefix):]:
+                    total += int(info.get("size", 0))
+        return total
+
+
+def explode_rows(row_start: np.ndarray, n_tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-window ranges -> (index of the window for each token, shard row of each token)."""
+    counts = np.asarray(n_tokens, dtype=np.int64)
+    total = int(counts.sum())
+    which = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
+    offsets = np.cumsum(counts) - counts
+    rows = np.arange(total, dtype=np.int64) - np.repeat(offsets - np.asarray(row_start, dtype=np.int64), counts)
+    return which, rows

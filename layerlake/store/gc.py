@@ -1,0 +1,297 @@
+"""Housekeeping: remove a dataset, collect garbage (orphan and unreferenced shards, stale metric cache).
+
+``remove_dataset`` deletes only the dataset's own folder (its document list and
+links). Shards are shared by content between datasets, so it never deletes
+them; ``collect_garbage`` decides:
+
+- shard folders without a commit marker (left by an interrupted ingest or
+  import) whose newest file is older than ``grace_seconds``;
+- committed shards none of whose documents belongs to any dataset any more,
+  when their commit marker is older than ``grace_seconds`` (an ingest commits
+  shards before it records its dataset, so young shards are never touched);
+- extractions left with no shard, no dataset link and nothing young in them;
+- metric cache entries under ``metrics/`` whose extraction is gone (an entry's
+  extraction is read from an ``extraction=<id>`` or ``<id>`` path component, a
+  JSON file's ``extraction`` key, or a Parquet file's ``extraction`` column;
+  entries whose extraction cannot be told are kept);
+- temporary files of interrupted atomic writes (``.tmp-*``).
+
+Deleting a shard removes its commit marker first (it disappears at once for
+readers), then its folder. Everything is computed from one listing of the lake.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import io
+import json
+import logging
+import posixpath
+import time
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from ..errors import SpecError
+from .catalog import LakeStore, check_dataset_name
+from .safety import EXTRACTION_ID_RE
+
+log = logging.getLogger(__name__)
+
+DEFAULT_GRACE_SECONDS = 3600.0
+
+
+@dataclasses.dataclass(frozen=True)
+class GCItem:
+    kind: str      # orphan-shard | unreferenced-shard | empty-extraction | stale-metric | temp-file
+    path: str
+    bytes: int
+    reason: str
+
+
+@dataclasses.dataclass
+class GCReport:
+    dry_run: bool
+    items: list[GCItem]
+    kept_young: int          # candidates spared because they are younger than the grace period
+    grace_seconds: float
+
+    @property
+    def bytes_freed(self) -> int:
+        return sum(i.bytes for i in self.items)
+
+    def summary(self) -> str:
+        verb = "would free" if self.dry_run else "freed"
+        kinds: dict[str, int] = {}
+        for i in self.items:
+            kinds[i.kind] = kinds.get(i.kind, 0) + 1
+        what = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) or "nothing to remove"
+        young = (f"; {self.kept_young} candidate(s) younger than {self.grace_seconds:g} s kept "
+                 "(a running ingest may still need them)") if self.kept_young else ""
+        return f"gc {verb} {self.bytes_freed / 1e6:,.2f} MB ({self.bytes_freed:,} bytes): {what}{young}"
+
+
+@dataclasses.dataclass
+class RemoveReport:
+    dataset: str
+    documents: int
+    links: list[str]
+
+    def summary(self) -> str:
+        return (f"removed dataset {self.dataset!r} ({self.documents} documents, linked to {len(self.links)} "
+                "extraction(s)); shards are kept until `layerlake gc` finds them unreferenced")
+
+
+def remove_dataset(store: LakeStore, name: str) -> RemoveReport:
+    """Delete dataset ``name`` (documents other datasets use stay; shards are left to gc)."""
+    store.fs.check_writable()
+    check_dataset_name(name)
+    table = store.dataset_table(name)  # NotFoundError listing the datasets
+    links = sorted(store.dataset_links(name))
+    fs = store.fs
+    fs.rm("datasets", name, "docs.parquet")   # the dataset disappears here
+    fs.rm("datasets", name)
+    return RemoveReport(dataset=name, documents=table.num_rows, links=links)
+
+
+def collect_garbage(store: LakeStore, *, grace_seconds: float = DEFAULT_GRACE_SECONDS,
+                    dry_run: bool = False, now: float | None = None) -> GCReport:
+    """Find (and unless ``dry_run``, delete) what no reader can reach; see the module docstring."""
+    if grace_seconds < 0:
+        raise SpecError(f"grace_seconds={grace_seconds} must be >= 0")
+    if not dry_run:
+        store.fs.check_writable()
+    fs = store.fs
+    now = time.time() if now is None else now
+    listing = _listing(store)
+    stats = _Stats(listing)
+    items: list[GCItem] = []
+    young = 0
+
+    def is_old(prefix: str) -> bool:
+        newest = stats.newest(prefix)
+        return newest is not None and now - newest >= grace_seconds
+
+    referenced: set[str] = set()
+    linked: set[str] = set()
+    for name in store.dataset_names():
+        referenced.update(store.dataset_table(name).column("doc_hash").to_pylist())
+        linked.update(store.dataset_links(name))
+
+    live_eids: set[str] = set()
+    for eid in fs.listdir("extractions"):
+        base = f"extractions/{eid}"
+        has_meta = fs.exists("extractions", eid, "extraction.json")
+        committed = set(store.commit_ids(eid)) if has_meta else set()
+        folders = set(fs.listdir("extractions", eid, "shards"))
+        found: list[GCItem] = []
+        spared = 0
+        for sid in sorted(folders - committed):
+            if not is_old(f"{base}/shards/{sid}") and stats.exists(f"{base}/shards/{sid}"):
+                spared += 1
+                continue
+            found.append(GCItem("orphan-shard", f"{base}/shards/{sid}", stats.size(f"{base}/shards/{sid}"),
+                                "shard folder without a commit marker (interrupted ingest or import)"))
+        docs_of = _docs_per_shard(store, eid) if committed else {}
+        for sid in sorted(committed):
+            docs = docs_of.get(sid, set())
+            if docs & referenced:
+                continue
+            if not is_old(f"{base}/commits/{sid}.json"):
+                spared += 1
+                continue
+            nbytes = stats.size(f"{base}/shards/{sid}") + stats.size(f"{base}/commits/{sid}.json")
+            found.append(GCItem("unreferenced-shard", f"{base}/shards/{sid}", nbytes,
+                                f"none of its {len(docs)} document(s) belongs to a dataset"))
+        left = (committed | folders) - {i.path.rsplit("/", 1)[-1] for i in found}
+        if not left and not spared and eid not in linked and (is_old(base) or not stats.exists(base)):
+            items.append(GCItem("empty-extraction", base, stats.size(base),
+                                "extraction with no shards and no dataset"))
+            continue
+        items.extend(found)
+        young += spared
+        if has_meta:
+            live_eids.add(eid)
+
+    removed_dirs = tuple(i.path + "/" for i in items)
+    for rel, (nbytes, mtime) in sorted(listing.items()):
+        if not posixpath.basename(rel).startswith(".tmp-") or rel.startswith(removed_dirs):
+            continue
+        if mtime is not None and now - mtime >= grace_seconds:
+            items.append(GCItem("temp-file", rel, nbytes, "temporary file of an interrupted write"))
+        else:
+            young += 1
+
+    for rel, (nbytes, mtime) in sorted(listing.items()):
+        if not rel.startswith("metrics/") or posixpath.basename(rel).startswith(".tmp-"):
+            continue
+        eids = _metric_entry_extractions(store, rel)
+        if not eids or eids & live_eids:
+            continue
+        if mtime is None or now - mtime < grace_seconds:
+            young += 1
+            continue
+        items.append(GCItem("stale-metric", rel, nbytes, f"cached for extraction(s) {sorted(eids)} that are gone"))
+
+    report = GCReport(dry_run=dry_run, items=items, kept_young=young, grace_seconds=grace_seconds)
+    if not dry_run:
+        _delete(store, items)
+    log.info(report.summary())
+    return report
+
+
+class _Stats:
+    """Sizes and newest modification times of folders, from one listing."""
+
+    def __init__(self, listing: dict[str, tuple[int, float | None]]) -> None:
+        self._size: dict[str, int] = {}
+        self._newest: dict[str, float | None] = {}
+        self._unknown: set[str] = set()
+        for rel, (nbytes, mtime) in listing.items():
+            parts = rel.split("/")
+            for depth in range(1, len(parts) + 1):
+                key = "/".join(parts[:depth])
+                self._size[key] = self._size.get(key, 0) + nbytes
+                if mtime is None:
+                    self._unknown.add(key)
+                else:
+                    prev = self._newest.get(key)
+                    self._newest[key] = mtime if prev is None else max(prev, mtime)
+
+    def exists(self, prefix: str) -> bool:
+        return prefix in self._size
+
+    def size(self, prefix: str) -> int:
+        return self._size.get(prefix, 0)
+
+    def newest(self, prefix: str) -> float | None:
+        """Newest modification time under ``prefix``; None if empty or any time is unknown (keep it)."""
+        if prefix in self._unknown:
+            return None
+        return self._newest.get(prefix)
+
+
+def _delete(store: LakeStore, items: list[GCItem]) -> None:
+    fs = store.fs
+    for item in items:
+        parts = item.path.split("/")
+        if item.kind == "unreferenced-shard":
+            fs.rm(*parts[:2], "commits", f"{parts[3]}.json")   # invisible to readers first
+        elif item.kind == "empty-extraction":
+            fs.rm(*parts, "commits")
+            fs.rm(*parts, "extraction.json")
+        fs.rm(*parts)
+
+
+def _listing(store: LakeStore) -> dict[str, tuple[int, float | None]]:
+    """Every file of the lake -> (size, modification time as a POSIX timestamp or None)."""
+    fs = store.fs
+    try:
+        found = fs.fs.find(fs.path(), detail=True)
+    except FileNotFoundError:
+        return {}
+    root = fs.path().rstrip("/")
+    out = {}
+    for p, info in found.items():
+        p = str(p)
+        if fs.is_local:
+            rel = posixpath.relpath(p, root)
+        else:
+            stripped = root.split("://", 1)[-1].lstrip("/")
+            rel = posixpath.relpath("/" + p.split("://", 1)[-1].lstrip("/"), "/" + stripped)
+        out[rel] = (int(info.get("size") or 0), _mtime(info))
+    return out
+
+
+def _mtime(info: dict[str, Any]) -> float | None:
+    for key in ("mtime", "LastModified", "last_modified", "created", "updated", "timeCreated"):
+        v = info.get(key)
+        if v is None:
+            continue
+        if isinstance(v, (int, float)):
+            return float(v)
+        if isinstance(v, _dt.datetime):
+            return v.timestamp() if v.tzinfo else v.replace(tzinfo=_dt.timezone.utc).timestamp()
+        if isinstance(v, str):
+            try:
+                return _dt.datetime.fromisoformat(v.replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                continue
+    return None
+
+
+def _docs_per_shard(store: LakeStore, eid: str) -> dict[str, set[str]]:
+    index = store.doc_index(eid)
+    out: dict[str, set[str]] = {}
+    for h, sid in zip(index.column("doc_hash").to_pylist(), index.column("shard").to_pylist()):
+        out.setdefault(sid, set()).add(h)
+    return out
+
+
+def _metric_entry_extractions(store: LakeStore, rel: str) -> set[str]:
+    """Extraction ids a metric cache file belongs to; empty when they cannot be told."""
+    found = set()
+    for part in rel.split("/")[1:]:
+        value = part.split("=", 1)[1] if part.startswith("extraction=") else part
+        if EXTRACTION_ID_RE.match(value):
+            found.add(value)
+    if found:
+        return found
+    try:
+        if rel.endswith(".json"):
+            obj = json.loads(store.fs.read_bytes(*rel.split("/")))
+            value = obj.get("extraction") if isinstance(obj, dict) else None
+            vals = value if isinstance(value, list) else [value]
+            return {v for v in vals if isinstance(v, str) and EXTRACTION_ID_RE.match(v)}
+        if rel.endswith(".parquet"):
+            table = pq.read_table(io.BytesIO(store.fs.read_bytes(*rel.split("/"))))
+            if "extraction" in table.column_names:
+                return {v for v in table.column("extraction").unique().to_pylist()
+                        if isinstance(v, str) and EXTRACTION_ID_RE.match(v)}
+    except (OSError, ValueError) as exc:  # unreadable entries are kept; verify reports damage
+        log.debug("metric cache entry %s unreadable: %s", rel, exc)
+    return set()
+
+
+__all__ = ["remove_dataset", "collect_garbage", "GCReport", "GCItem", "RemoveReport", "DEFAULT_GRACE_SECONDS"]

@@ -1,0 +1,560 @@
+"""Import an export (or any lake with a MANIFEST.json) into a lake: verify everything, then merge by content.
+
+Phase 1 (:func:`verify_export`, no writes): every path in ``MANIFEST.json`` is
+checked against strict patterns (no ``..``, absolute paths, hidden files;
+local sources must hold no symbolic links), every file's size and SHA-256 is
+checked, JSON and Parquet are parsed and cross-checked (commit markers list
+exactly the shard's files; extraction ids match the model fingerprint and
+capture spec; dataset ``doc_hash`` match their text; Zarr metadata uses only
+safe codecs and numeric types). Any failure raises
+:class:`~layerlake.IntegrityError` naming the file, before the target is touched.
+
+Phase 2 (:func:`import_lake`): for each source shard, the (document, layer)
+pairs the target does not hold yet are written: whole shards are copied (bytes
+re-hashed while copying), partly covered shards are staged to a local temporary
+folder (re-hashed) and only their missing pairs rewritten; fully covered shards
+are skipped. Shard data is written first (invisible without commit markers),
+then extraction manifests, then all commit markers, then datasets and links.
+Any error in phase 2 removes what was written, so the target is left as it was.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from typing import Any
+
+import crc32c
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..errors import FormatVersionError, IntegrityError, NotFoundError
+from ..progress import track
+from .catalog import DATASET_NAME_RE, FORMAT_NAME, FORMAT_VERSION, LakeStore
+from .export import EXPORT_FORMAT, EXPORT_VERSION, MANIFEST_NAME
+from .fs import LakeFS
+from .hashing import doc_hash, extraction_id, json_hash
+from .safety import SHARD_ID_RE, check_name, check_relpath, check_zarr_metadata
+from .shards import DOCS_SCHEMA, TOKENS_SCHEMA, commit_shard, write_shard
+from .subset import read_subset
+from .transfer import copy_file, write_file
+
+log = logging.getLogger(__name__)
+
+MAX_MANIFEST_BYTES = 256 << 20
+CACHE_LIMIT = 512 << 20
+_SID = r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}"
+_PATH_RE = re.compile(
+    r"^(?:lake\.json|README\.md"
+    r"|extractions/(?P<eid>[0-9a-f]{16})/(?:extraction\.json|aliases/[0-9a-f]{16}\.json"
+    rf"|commits/(?P<commit>{_SID})\.json"
+    rf"|shards/(?P<shard>{_SID})/(?P<inner>docs\.parquet|tokens\.parquet|(?:hidden|jacobian)\.zarr(?:/.+)?))"
+    r"|datasets/(?P<dataset>[A-Za-z0-9][A-Za-z0-9._-]{0,127})/(?:docs\.parquet|links/(?P<link>[0-9a-f]{16})\.json))$"
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class FileEntry:
+    size: int
+    sha256: str
+
+
+@dataclasses.dataclass
+class SourceExtraction:
+    meta: dict[str, Any]
+    shards: dict[str, dict[str, Any]]          # sid -> commit manifest
+    shard_docs: dict[str, list[str]]           # sid -> doc hashes (docs.parquet)
+    aliases: list[str]                         # relative paths of alias files
+
+
+@dataclasses.dataclass
+class SourceDataset:
+    table: pa.Table
+    links: dict[str, dict[str, Any]]
+
+
+@dataclasses.dataclass
+class VerifiedExport:
+    """An export whose every file has been checked; read small files from here (hash-checked bytes)."""
+
+    src: LakeFS
+    manifest: dict[str, Any]
+    files: dict[str, FileEntry]
+    extractions: dict[str, SourceExtraction]
+    datasets: dict[str, SourceDataset]
+    cache: dict[str, bytes]
+
+    @property
+    def url(self) -> str:
+        return self.src.url
+
+    @property
+    def bytes(self) -> int:
+        return sum(f.size for f in self.files.values())
+
+    def read(self, rel: str) -> bytes:
+        if rel in self.cache:
+            return self.cache[rel]
+        data = self.src.fs.cat_file(self.src.path(rel))
+        _check_bytes(self.src, rel, data, self.files[rel])
+        return data
+
+
+@dataclasses.dataclass
+class ImportReport:
+    source: str
+    target: str
+    files_verified: int
+    bytes_verified: int
+    extractions_new: list[str]
+    extractions_existing: list[str]
+    shards_copied: int
+    shards_rewritten: int
+    shards_skipped: int
+    bytes_written: int
+    datasets: dict[str, int]        # dataset -> documents added
+
+    def summary(self) -> str:
+        ds = ", ".join(f"{k} (+{v} docs)" for k, v in sorted(self.datasets.items())) or "none"
+        return (f"imported {self.source} into {self.target}: verified {self.files_verified} files "
+                f"({self.bytes_verified / 1e6:,.1f} MB); extractions new {len(self.extractions_new)}, existing "
+                f"{len(self.extractions_existing)}; shards copied {self.shards_copied}, rewritten "
+                f"{self.shards_rewritten}, skipped (already present) {self.shards_skipped}; "
+                f"{self.bytes_written / 1e6:,.1f} MB written; datasets: {ds}")
+
+
+# -- phase 1: verify ------------------------------------------------------------------------------
+def verify_export(src: Any, *, storage_options: dict[str, Any] | None = None) -> VerifiedExport:
+    """Check every path, size, checksum and manifest of an export; writes nothing."""
+    fs = src if isinstance(src, LakeFS) else LakeFS(src, read_only=True, storage_options=storage_options)
+    if not fs.exists(MANIFEST_NAME):
+        if not fs.exists():
+            raise NotFoundError(f"import source {fs.url} does not exist")
+        raise NotFoundError(f"{fs.url_of(MANIFEST_NAME)} is missing: {fs.url} is not a layerlake export "
+                            "(create one with `layerlake export`)")
+    if fs.is_local:
+        _reject_symlinks(fs)
+    if fs.size(MANIFEST_NAME) > MAX_MANIFEST_BYTES:
+        raise IntegrityError(f"{fs.url_of(MANIFEST_NAME)} is larger than {MAX_MANIFEST_BYTES >> 20} MiB; refusing it")
+    manifest = _parse_json(fs.read_bytes(MANIFEST_NAME), fs.url_of(MANIFEST_NAME))
+    if not isinstance(manifest, dict) or manifest.get("format") != EXPORT_FORMAT:
+        raise IntegrityError(f"{fs.url_of(MANIFEST_NAME)}: format is not {EXPORT_FORMAT!r}")
+    if not isinstance(manifest.get("format_version"), int) or manifest["format_version"] > EXPORT_VERSION:
+        raise FormatVersionError(f"{fs.url_of(MANIFEST_NAME)}: export format version "
+                                 f"{manifest.get('format_version')!r} is newer than this layerlake reads "
+                                 f"({EXPORT_VERSION}); upgrade layerlake")
+    raw_files = manifest.get("files")
+    if not isinstance(raw_files, dict) or not raw_files:
+        raise IntegrityError(f"{fs.url_of(MANIFEST_NAME)}: 'files' must be a non-empty object")
+    files: dict[str, FileEntry] = {}
+    for rel, entry in raw_files.items():
+        check_relpath(rel, where=fs.url_of(MANIFEST_NAME))
+        if not _PATH_RE.match(rel):
+            raise IntegrityError(f"{fs.url_of(MANIFEST_NAME)}: unexpected file {rel!r} (not part of the lake layout); "
+                                 "refusing the import")
+        if not (isinstance(entry, dict) and isinstance(entry.get("size"), int) and entry["size"] >= 0
+                and isinstance(entry.get("sha256"), str) and re.fullmatch(r"[0-9a-f]{64}", entry["sha256"])):
+            raise IntegrityError(f"{fs.url_of(MANIFEST_NAME)}: entry for {rel!r} needs an integer size and a sha256")
+        files[rel] = FileEntry(entry["size"], entry["sha256"])
+    if "lake.json" not in files:
+        raise IntegrityError(f"{fs.url_of(MANIFEST_NAME)}: lake.json is not listed")
+
+    present = fs.walk_files()
+    for rel, entry in sorted(files.items()):
+        if rel not in present:
+            raise IntegrityError(f"{fs.url_of(rel)}: missing (listed in {MANIFEST_NAME}); the export is incomplete")
+        if present[rel] != entry.size:
+            raise IntegrityError(f"{fs.url_of(rel)}: size {present[rel]} bytes, {MANIFEST_NAME} says {entry.size}; "
+                                 "the file is damaged or truncated")
+    extra = sorted(set(present) - set(files) - {MANIFEST_NAME})
+    if extra:
+        log.warning("%s: %d file(s) not listed in %s are ignored (e.g. %s)", fs.url, len(extra), MANIFEST_NAME,
+                    extra[0])
+
+    cache: dict[str, bytes] = {}
+    cached = 0
+    with track(f"verify {fs.url}", total=len(files), unit="files") as tr:
+        for rel, entry in sorted(files.items()):
+            data = fs.fs.cat_file(fs.path(rel))
+            _check_bytes(fs, rel, data, entry)
+            if _is_control(rel) and cached + len(data) <= CACHE_LIMIT:
+                cache[rel] = data
+                cached += len(data)
+            tr.advance(1, nbytes=len(data))
+    ve = VerifiedExport(src=fs, manifest=manifest, files=files, extractions={}, datasets={}, cache=cache)
+    _check_structure(ve)
+    return ve
+
+
+def _reject_symlinks(fs: LakeFS) -> None:
+    root = fs.path()
+    real_root = os.path.realpath(root)
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        for name in dirnames + filenames:
+            full = os.path.join(dirpath, name)
+            rel = os.path.relpath(full, root)
+            if os.path.islink(full):
+                raise IntegrityError(f"{full}: is a symbolic link; an export must hold plain files only "
+                                     f"(refusing the import of {rel!r})")
+            if name in filenames and not os.path.isfile(full):
+                raise IntegrityError(f"{full}: is not a regular file; refusing the import")
+            real = os.path.realpath(full)
+            if os.path.commonpath([real, real_root]) != real_root:
+                raise IntegrityError(f"{full}: resolves outside the export folder; refusing the import")
+
+
+def _is_control(rel: str) -> bool:
+    return rel.endswith((".json", ".parquet", ".md"))
+
+
+def _check_bytes(fs: LakeFS, rel: str, data: bytes, entry: FileEntry) -> None:
+    if len(data) != entry.size:
+        raise IntegrityError(f"{fs.url_of(rel)}: size {len(data)} bytes, {MANIFEST_NAME} says {entry.size}; "
+                             "the file is damaged or truncated")
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != entry.sha256:
+        raise IntegrityError(f"{fs.url_of(rel)}: sha256 {digest[:16]}... does not match {MANIFEST_NAME} "
+                             f"({entry.sha256[:16]}...); the file is damaged")
+
+
+def _parse_json(data: bytes, where: str) -> Any:
+    try:
+        return json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise IntegrityError(f"{where}: not valid JSON ({exc})") from None
+
+
+def _parquet(ve: VerifiedExport, rel: str) -> pa.Table:
+    try:
+        return pq.read_table(io.BytesIO(ve.read(rel)))
+    except (pa.ArrowException, OSError) as exc:
+        raise IntegrityError(f"{ve.src.url_of(rel)}: not a readable Parquet file ({exc})") from None
+
+
+def _check_structure(ve: VerifiedExport) -> None:
+    fs = ve.src
+    lake_meta = _parse_json(ve.read("lake.json"), fs.url_of("lake.json"))
+    if not isinstance(lake_meta, dict) or lake_meta.get("format") != FORMAT_NAME:
+        raise IntegrityError(f"{fs.url_of('lake.json')}: not a layerlake lake")
+    try:
+        major = int(str(lake_meta.get("format_version", "0")).split(".")[0])
+    except ValueError:
+        raise IntegrityError(f"{fs.url_of('lake.json')}: bad format_version {lake_meta.get('format_version')!r}") from None
+    if major > int(FORMAT_VERSION.split(".")[0]):
+        raise FormatVersionError(f"{fs.url_of('lake.json')}: lake format {lake_meta.get('format_version')} is newer "
+                                 f"than this layerlake supports ({FORMAT_VERSION}); upgrade layerlake")
+    per_shard: dict[tuple[str, str], dict[str, int]] = {}
+    commits: dict[tuple[str, str], str] = {}
+    eids: set[str] = set()
+    for rel, entry in ve.files.items():
+        m = _PATH_RE.match(rel)
+        assert m is not None
+        if m.group("eid"):
+            eids.add(m.group("eid"))
+        if m.group("shard"):
+            per_shard.setdefault((m.group("eid"), m.group("shard")), {})[m.group("inner")] = entry.size
+        if m.group("commit"):
+            commits[(m.group("eid"), m.group("commit"))] = rel
+        if rel.endswith("/zarr.json"):
+            check_zarr_metadata(_parse_json(ve.read(rel), fs.url_of(rel)), where=fs.url_of(rel))
+    for key in per_shard:
+        if key not in commits:
+            raise IntegrityError(f"{fs.url_of('extractions', key[0], 'shards', key[1])}: shard without a commit "
+                                 "marker; refusing the import")
+    for eid in sorted(eids):
+        rel = f"extractions/{eid}/extraction.json"
+        if rel not in ve.files:
+            raise IntegrityError(f"{fs.url_of(rel)}: missing for extraction {eid}")
+        meta = _parse_json(ve.read(rel), fs.url_of(rel))
+        try:
+            expected = extraction_id(meta["model"]["fingerprint"], meta["capture"])
+        except (KeyError, TypeError):
+            raise IntegrityError(f"{fs.url_of(rel)}: needs model.fingerprint and capture") from None
+        if expected != eid or meta.get("extraction_id", eid) != eid:
+            raise IntegrityError(f"{fs.url_of(rel)}: extraction id {eid} does not match its model fingerprint and "
+                                 f"capture spec (expected {expected}); refusing the import")
+        aliases = sorted(r for r in ve.files if r.startswith(f"extractions/{eid}/aliases/"))
+        for a in aliases:
+            am = _parse_json(ve.read(a), fs.url_of(a))
+            if not isinstance(am, dict) or not isinstance(am.get("model"), str):
+                raise IntegrityError(f"{fs.url_of(a)}: alias needs a 'model' string")
+        ext = SourceExtraction(meta=meta, shards={}, shard_docs={}, aliases=aliases)
+        for (e, sid), crel in sorted(commits.items()):
+            if e != eid:
+                continue
+            ext.shards[sid] = man = _parse_json(ve.read(crel), fs.url_of(crel))
+            _check_commit(ve, eid, sid, man, per_shard.get((eid, sid), {}), crel)
+            docs = _parquet(ve, f"extractions/{eid}/shards/{sid}/docs.parquet")
+            if not set(DOCS_SCHEMA.names) <= set(docs.column_names):
+                raise IntegrityError(f"{fs.url_of('extractions', eid, 'shards', sid, 'docs.parquet')}: columns "
+                                     f"{docs.column_names}, expected {DOCS_SCHEMA.names}")
+            ext.shard_docs[sid] = list(dict.fromkeys(docs.column("doc_hash").to_pylist()))
+            trel = f"extractions/{eid}/shards/{sid}/tokens.parquet"
+            try:
+                tmeta = pq.read_metadata(io.BytesIO(ve.read(trel)))
+            except (pa.ArrowException, OSError) as exc:
+                raise IntegrityError(f"{fs.url_of(trel)}: not a readable Parquet file ({exc})") from None
+            if not set(TOKENS_SCHEMA.names) <= set(tmeta.schema.names) or tmeta.num_rows != man.get("n_rows"):
+                raise IntegrityError(f"{fs.url_of(trel)}: columns/rows do not match the commit marker")
+        ve.extractions[eid] = ext
+    datasets = {m.group("dataset") for m in map(_PATH_RE.match, ve.files) if m and m.group("dataset")}
+    for name in sorted(datasets):
+        check_name(name, DATASET_NAME_RE, "dataset name", where=fs.url_of(MANIFEST_NAME))
+        rel = f"datasets/{name}/docs.parquet"
+        if rel not in ve.files:
+            raise IntegrityError(f"{fs.url_of(rel)}: missing for dataset {name!r}")
+        table = _parquet(ve, rel)
+        if not {"ordinal", "doc_hash", "text"} <= set(table.column_names):
+            raise IntegrityError(f"{fs.url_of(rel)}: needs ordinal, doc_hash and text columns")
+        for i, (h, text) in enumerate(zip(table.column("doc_hash").to_pylist(), table.column("text").to_pylist())):
+            if not isinstance(text, str) or doc_hash(text) != h:
+                raise IntegrityError(f"{fs.url_of(rel)}: row {i}: doc_hash {h!r} is not the hash of its text; "
+                                     "refusing the import")
+        links = {}
+        for lrel in sorted(r for r in ve.files if r.startswith(f"datasets/{name}/links/")):
+            leid = lrel.rsplit("/", 1)[-1][:-5]
+            if leid not in ve.extractions:
+                raise IntegrityError(f"{fs.url_of(lrel)}: links to extraction {leid}, which the export does not hold")
+            rec = _parse_json(ve.read(lrel), fs.url_of(lrel))
+            if not isinstance(rec, dict):
+                raise IntegrityError(f"{fs.url_of(lrel)}: not a JSON object")
+            links[leid] = rec
+        ve.datasets[name] = SourceDataset(table=table, links=links)
+
+
+def _check_commit(ve: VerifiedExport, eid: str, sid: str, man: Any, on_disk: dict[str, int], rel: str) -> None:
+    fs = ve.src
+    where = fs.url_of(rel)
+    check_name(sid, SHARD_ID_RE, "shard id", where=where)
+    if not isinstance(man, dict) or man.get("shard") != sid or man.get("extraction") != eid:
+        raise IntegrityError(f"{where}: commit marker does not name shard {sid} of extraction {eid}")
+    files = man.get("files")
+    if not isinstance(files, dict) or set(files) != set(on_disk):
+        listed = set(files) if isinstance(files, dict) else set()
+        diff = sorted(listed ^ set(on_disk))[:3]
+        raise IntegrityError(f"{where}: commit marker and {MANIFEST_NAME} list different files for shard {sid} "
+                             f"(e.g. {diff})")
+    layers = man.get("layers")
+    if not isinstance(layers, list) or not all(isinstance(l, int) and l >= 0 for l in layers):
+        raise IntegrityError(f"{where}: layers must be a list of non-negative integers")
+    if not {"docs.parquet", "tokens.parquet"} <= set(files):
+        raise IntegrityError(f"{where}: shard {sid} lacks docs.parquet or tokens.parquet")
+    for inner, info in files.items():
+        if not isinstance(info, dict) or info.get("size") != on_disk[inner]:
+            raise IntegrityError(f"{fs.url_of('extractions', eid, 'shards', sid, inner)}: size does not match the "
+                                 "commit marker")
+        if "crc32c" in info:
+            if crc32c.crc32c(ve.read(f"extractions/{eid}/shards/{sid}/{inner}")) != info["crc32c"]:
+                raise IntegrityError(f"{fs.url_of('extractions', eid, 'shards', sid, inner)}: crc32c does not match "
+                                     "the commit marker")
+    for key in man.get("jacobian") or {}:
+        check_name(key, re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$"), "Jacobian key", where=where)
+
+
+# -- phase 2: merge -------------------------------------------------------------------------------
+class _Undo:
+    """What phase 2 wrote, so a failure can put the target back as it was."""
+
+    def __init__(self, fs: LakeFS) -> None:
+        self.fs = fs
+        self.created_paths: list[tuple[str, ...]] = []   # removed recursively
+        self.restore: list[tuple[tuple[str, ...], bytes | None]] = []  # previous content (None = did not exist)
+
+    def created(self, *parts: str) -> None:
+        self.created_paths.append(parts)
+
+    def replacing(self, *parts: str) -> None:
+        old = self.fs.read_bytes(*parts) if self.fs.exists(*parts) else None
+        self.restore.append((parts, old))
+
+    def rollback(self) -> None:
+        for parts, old in reversed(self.restore):
+            try:
+                if old is None:
+                    self.fs.rm(*parts)
+                else:
+                    self.fs.write_bytes_atomic(old, *parts)
+            except Exception as exc:  # keep rolling back the rest
+                log.warning("rollback: could not restore %s: %s", self.fs.url_of(*parts), exc)
+        for parts in reversed(self.created_paths):
+            try:
+                self.fs.rm(*parts)
+            except Exception as exc:
+                log.warning("rollback: could not remove %s: %s", self.fs.url_of(*parts), exc)
+
+
+def import_lake(target: Any, src: Any, *, storage_options: dict[str, Any] | None = None,
+                target_storage_options: dict[str, Any] | None = None) -> ImportReport:
+    """Verify the export at ``src``, then merge it into ``target`` (a path/URL, created if new, or a LakeStore).
+
+    Nothing becomes visible in the target before every file of the export has
+    been verified; on failure the target is left unchanged.
+    """
+    if isinstance(target, LakeStore):
+        target.fs.check_writable()
+    elif hasattr(target, "store") and isinstance(target.store, LakeStore):
+        target = target.store
+        target.fs.check_writable()
+    ve = src if isinstance(src, VerifiedExport) else verify_export(src, storage_options=storage_options)
+    if not isinstance(target, LakeStore):
+        target = LakeStore(target, mode="a", storage_options=target_storage_options)
+    return _merge(target, ve)
+
+
+def _merge(target: LakeStore, ve: VerifiedExport) -> ImportReport:
+    fs = target.fs
+    fs.check_writable()
+    undo = _Undo(fs)
+    report = ImportReport(source=ve.url, target=fs.url, files_verified=len(ve.files), bytes_verified=ve.bytes,
+                          extractions_new=[], extractions_existing=[], shards_copied=0, shards_rewritten=0,
+                          shards_skipped=0, bytes_written=0, datasets={})
+    pending: list[tuple[str, dict[str, Any]]] = []
+    staging = tempfile.mkdtemp(prefix="layerlake-import-")
+    for top in ("extractions", "datasets"):
+        if not fs.exists(top):
+            undo.created(top)
+    try:
+        for eid, ext in sorted(ve.extractions.items()):
+            if fs.exists("extractions", eid, "extraction.json"):
+                mine = target.extraction(eid)
+                if (mine.get("model", {}).get("fingerprint") != ext.meta["model"]["fingerprint"]
+                        or mine.get("capture") != ext.meta["capture"]):
+                    raise IntegrityError(f"{fs.url_of('extractions', eid, 'extraction.json')}: extraction {eid} in the "
+                                         "target has a different model fingerprint or capture spec than the export")
+                report.extractions_existing.append(eid)
+            else:
+                if fs.exists("extractions", eid):
+                    undo.created("extractions", eid, "extraction.json")
+                else:
+                    undo.created("extractions", eid)
+                report.extractions_new.append(eid)
+            pending += _merge_shards(target, ve, eid, ext, undo, report, staging)
+        # make visible: manifests, then markers, then datasets
+        for eid in report.extractions_new:
+            rel = f"extractions/{eid}/extraction.json"
+            fs.write_bytes_atomic(ve.read(rel), *rel.split("/"))
+        for eid, ext in sorted(ve.extractions.items()):
+            for a in ext.aliases:
+                if not fs.exists(*a.split("/")):
+                    undo.created(*a.split("/"))
+                    fs.write_bytes_atomic(ve.read(a), *a.split("/"))
+        for eid, man in pending:
+            undo.created("extractions", eid, "commits", f"{man['shard']}.json")
+            commit_shard(fs, eid, man)
+        for name, ds in sorted(ve.datasets.items()):
+            report.datasets[name] = _merge_dataset(target, ve, name, ds, undo)
+    except BaseException:
+        undo.rollback()
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    log.info(report.summary())
+    return report
+
+
+def _merge_shards(target: LakeStore, ve: VerifiedExport, eid: str, ext: SourceExtraction, undo: _Undo,
+                  report: ImportReport, staging: str) -> list[tuple[str, dict[str, Any]]]:
+    fs = target.fs
+    have: dict[str, set[int]] = {}
+    docs_have: set[str] = set()
+    existing_sids: set[str] = set()
+    if fs.exists("extractions", eid):
+        index = target.doc_index(eid)
+        for h, ls in zip(index.column("doc_hash").to_pylist(), index.column("layers").to_pylist()):
+            have.setdefault(h, set()).update(ls)
+            docs_have.add(h)
+        existing_sids = set(fs.listdir("extractions", eid, "shards")) | set(target.commit_ids(eid))
+    pending: list[tuple[str, dict[str, Any]]] = []
+    for sid in sorted(ext.shards):
+        man = ext.shards[sid]
+        shard_layers = set(man["layers"])
+        missing: dict[str, set[int] | None] = {}
+        for h in ext.shard_docs[sid]:
+            if shard_layers:
+                lacking = shard_layers - have.get(h, set())
+                if lacking:
+                    missing[h] = lacking
+            elif h not in docs_have:
+                missing[h] = None
+        if not missing:
+            report.shards_skipped += 1
+            continue
+        whole = len(missing) == len(ext.shard_docs[sid]) and all(v is None or v == shard_layers
+                                                                  for v in missing.values())
+        if whole:
+            new_sid = sid if sid not in existing_sids else f"{sid}-i{ve.files[f'extractions/{eid}/commits/{sid}.json'].sha256[:8]}"
+            undo.created("extractions", eid, "shards", new_sid)
+            for inner in sorted(man["files"]):
+                rel = f"extractions/{eid}/shards/{sid}/{inner}"
+                entry = ve.files[rel]
+                if rel in ve.cache:
+                    write_file(fs, f"extractions/{eid}/shards/{new_sid}/{inner}", ve.cache[rel])
+                else:
+                    copy_file(ve.src, rel, fs, f"extractions/{eid}/shards/{new_sid}/{inner}", size=entry.size,
+                              sha256=entry.sha256)
+            new_man = dict(man, shard=new_sid) if new_sid != sid else man
+            pending.append((eid, new_man))
+            existing_sids.add(new_sid)
+            report.shards_copied += 1
+            report.bytes_written += int(man.get("bytes", 0))
+        else:
+            local = LakeFS(staging)
+            for inner in sorted(man["files"]):
+                rel = f"extractions/{eid}/shards/{sid}/{inner}"
+                entry = ve.files[rel]
+                copy_file(ve.src, rel, local, size=entry.size, sha256=entry.sha256)
+            groups: dict[tuple[int, ...], list[str]] = {}
+            for h, lacking in missing.items():
+                groups.setdefault(tuple(sorted(lacking or ())), []).append(h)
+            for lays, docs in sorted(groups.items()):
+                new_sid = f"{sid}-{json_hash({'docs': sorted(docs), 'layers': list(lays)}, 8)}"
+                data = read_subset(local, eid, man, docs, list(lays), jacobian_layers=lays)
+                undo.created("extractions", eid, "shards", new_sid)
+                new_man = write_shard(fs, eid, data, shard_id=new_sid, commit=False)
+                pending.append((eid, new_man))
+                existing_sids.add(new_sid)
+                report.shards_rewritten += 1
+                report.bytes_written += int(new_man["bytes"])
+            local.rm("extractions")
+        for h, lacking in missing.items():
+            have.setdefault(h, set()).update(lacking or ())
+            docs_have.add(h)
+    return pending
+
+
+def _merge_dataset(target: LakeStore, ve: VerifiedExport, name: str, ds: SourceDataset, undo: _Undo) -> int:
+    fs = target.fs
+    rel = ("datasets", name, "docs.parquet")
+    if not fs.exists("datasets", name):
+        undo.created("datasets", name)
+    if fs.exists(*rel):
+        before = target.dataset_table(name).num_rows
+        undo.replacing(*rel)
+        added = target.write_dataset(name, ds.table).num_rows - before
+    else:
+        fs.write_bytes_atomic(ve.read(f"datasets/{name}/docs.parquet"), *rel)
+        added = ds.table.num_rows
+    for eid, rec in sorted(ds.links.items()):
+        lrel = ("datasets", name, "links", f"{eid}.json")
+        record = {k: v for k, v in rec.items() if k not in ("extraction", "dataset", "updated")}
+        if fs.exists(*lrel):
+            old = {k: v for k, v in fs.read_json(*lrel).items() if k not in ("extraction", "dataset", "updated")}
+            merged = dict(old)
+            merged["layers"] = sorted(set(old.get("layers") or []) | set(record.get("layers") or []))
+            merged["n_docs"] = target.dataset_table(name).num_rows
+            if merged == old:
+                continue
+            record = merged
+        undo.replacing(*lrel)
+        target.link_dataset(name, eid, record)
+    return added
+
+
+__all__ = ["verify_export", "import_lake", "VerifiedExport", "ImportReport"]
