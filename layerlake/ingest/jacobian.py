@@ -251,7 +251,7 @@ class JacobianCapture:
         spec = self.spec
         path, blocks = find_blocks(lm.model, lm.n_layers)
         d = lm.d_model
-        for name, v in (("k", spec.k), ("l", spec.l)):
+        for name, v in (("k", spec.k),) + ((("l", spec.l),) if not spec.power_iterations else ()):
             if v > d:
                 raise SpecError(f"JacobianSketch {name}={v} is larger than the hidden size d={d} of {lm.ref}; "
                                 f"use {name} <= {d} (k=2K+1 for top-K coupling, l=2k+1; METRICS.md 8.3)")

@@ -268,3 +268,12 @@ def test_power_iterations_find_the_top_singular_vectors(loaded):
             u = np.linalg.svd(J - np.eye(lm.d_model))[0][:, :4]
             angles[q].append(np.degrees(subspace_angles(f.top(4)[0], u).max()))
     assert max(angles[3]) < 10 and max(angles[3]) < min(angles[0])
+
+
+def test_l_is_not_checked_against_d_with_power_iterations(loaded):
+    """With power iterations l is unused, so its default 2k+1 may exceed d."""
+    lm = loaded["gpt2"]
+    cap = make_capture(ll.JacobianSketch(k=lm.d_model, power_iterations=1, layers=(1,)))
+    cap.prepare(lm)
+    with pytest.raises(SpecError, match="l=129 is larger than the hidden size d=64"):
+        make_capture(ll.JacobianSketch(k=lm.d_model, layers=(1,))).prepare(lm)
