@@ -112,14 +112,21 @@ def forward_batch(lm: LoadedModel, batch: Batch, layers: Sequence[int], dtype: s
 def token_nll(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, rows_per_chunk: int = 8) -> torch.Tensor:
     """nll[b, t] = -log p(ids[b, t] | ids[b, :t]); NaN at t = 0 and on padding.
 
-    Computed in float32, a few sequences at a time to bound memory.
+    Computed in float32, a few sequences at a time to bound memory. The
+    logits of each chunk are used as one contiguous ``[rows * t, vocab]``
+    block (the last position's target is ignored): a transposed or sliced
+    view would make the softmax stride across the vocabulary, several times
+    slower than the forward pass's own head.
     """
-    b, t, _ = logits.shape
+    b, t, vocab = logits.shape
+    target = torch.full((b, t), -100, dtype=torch.long, device=ids.device)
+    target[:, :-1] = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
     out = torch.full((b, t), float("nan"), dtype=torch.float32, device=logits.device)
     for s in range(0, b, rows_per_chunk):
-        lg = logits[s:s + rows_per_chunk, :-1].float()
-        tgt = ids[s:s + rows_per_chunk, 1:]
-        ce = F.cross_entropy(lg.transpose(1, 2), tgt, reduction="none")
-        out[s:s + rows_per_chunk, 1:] = ce
+        block = logits[s:s + rows_per_chunk]
+        n = block.shape[0]
+        ce = F.cross_entropy(block.reshape(n * t, vocab).float(), target[s:s + n].reshape(n * t),
+                             reduction="none", ignore_index=-100).view(n, t)
+        out[s:s + n, 1:] = ce[:, :-1]
     out[mask == 0] = float("nan")
     return out

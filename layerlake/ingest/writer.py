@@ -1,10 +1,13 @@
-"""The writer thread: buffers batch outputs into shards and commits them.
+"""The writer thread: streams batch outputs into shards and commits them.
 
-Batches arrive in plan order through a bounded queue. A shard is cut at a batch
+Batches arrive in plan order through a bounded queue. Hidden states go straight
+to the open shard's arrays, whole chunks at a time, while the model computes
+the next batches; only the last partial chunks, the Parquet tables and the
+commit marker are left for the end of a shard. A shard is cut at a batch
 boundary once it holds ``shard_bytes`` of arrays (or ``shard_seconds`` have
-passed) and no document is split across the boundary; arrays are written in
-whole chunks. Errors are re-raised in the ingest thread at the next ``put`` or
-at ``close``.
+passed) and no document is split across the boundary. Errors are re-raised in
+the ingest thread at the next ``put`` or at ``close``; an aborted shard's
+folder is removed.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from typing import Any, Callable
 import numpy as np
 import pyarrow as pa
 
-from ..store import LakeStore, ShardData, write_shard
+from ..store import LakeStore, ShardData
+from ..store.shards import ShardBuilder, abandon_shard, commit_shard
 from .capture import BatchOutput
 
 log = logging.getLogger(__name__)
@@ -44,10 +48,12 @@ class ShardWriter:
         self.manifests: list[dict[str, Any]] = []
         self.error: BaseException | None = None
         self._q: queue.Queue[Any] = queue.Queue(maxsize=max_queue)
-        self._buf: list[BatchOutput] = []
+        self._buf: list[BatchOutput] = []  # outputs of the open shard, their hidden states already handed on
+        self._builder: ShardBuilder | None = None
         self._buf_bytes = 0
         self._buf_started = time.monotonic()
         self._seen: dict[int, int] = {}
+        self._aborting = False
         self._thread = threading.Thread(target=self._run, name="layerlake-writer", daemon=True)
         self._thread.start()
 
@@ -69,8 +75,8 @@ class ShardWriter:
         return self.manifests
 
     def abort(self) -> None:
-        """Stop without committing what is buffered (used when the ingest fails)."""
-        self._buf.clear()
+        """Stop without committing the open shard, and remove it (used when the ingest fails)."""
+        self._aborting = True
         if self._thread.is_alive():
             try:
                 while True:
@@ -79,6 +85,14 @@ class ShardWriter:
                 pass
             self._q.put(_STOP)
             self._thread.join(timeout=60)
+        if not self._thread.is_alive():
+            self._drop_open_shard()
+
+    def _drop_open_shard(self) -> None:
+        self._buf = []
+        if self._builder is not None:
+            builder, self._builder = self._builder, None
+            builder.abandon()
 
     def _raise_if_failed(self) -> None:
         if self.error is not None:
@@ -90,12 +104,13 @@ class ShardWriter:
             while True:
                 item = self._q.get()
                 if item is _STOP:
-                    if self._buf:
+                    if self._buf and not self._aborting:
                         self._flush()
                     return
                 item.wait()
-                self._buf.append(item)
+                self._add(item)
                 self._buf_bytes += sum(t.numel() * t.element_size() for t in item.hidden.values())
+                item.hidden = {}  # stored (or pending in the builder): drop the host copies
                 self._buf_bytes += _extra_bytes(item.extra)
                 for w in item.batch.windows:
                     self._seen[w.doc_order] = self._seen.get(w.doc_order, 0) + 1
@@ -104,6 +119,10 @@ class ShardWriter:
                     self._flush()
         except BaseException as exc:  # handed to the ingest thread
             self.error = exc
+            try:
+                self._drop_open_shard()
+            except Exception as cleanup_exc:  # keep the original error
+                log.warning("could not remove the partial shard: %s", cleanup_exc)
             # drain so a blocked put() can notice the error
             try:
                 while True:
@@ -115,9 +134,26 @@ class ShardWriter:
         docs = {w.doc_order for o in self._buf for w in o.batch.windows}
         return all(self._seen.get(d, 0) >= self.windows_per_doc.get(d, 1) for d in docs)
 
+    def _add(self, out: BatchOutput) -> None:
+        if self._builder is None:
+            self._builder = ShardBuilder(self.store.fs, self.eid, self.dtype)
+        for layer in self.layers:
+            self._builder.append_hidden(layer, out.hidden_numpy(layer, self.dtype))
+        self._buf.append(out)
+
     def _flush(self) -> None:
-        shard = build_shard(self._buf, self.layers, self.dtype, self.token_text, self.info)
-        manifest = write_shard(self.store.fs, self.eid, shard)
+        builder = self._builder
+        assert builder is not None
+        docs, tokens, row_offsets = build_tables(self._buf, self.token_text)
+        manifest = builder.finish(docs, tokens, jacobian=merge_extra_arrays(self._buf, row_offsets, "jacobian"),
+                                  info=self.info)
+        try:
+            commit_shard(self.store.fs, self.eid, manifest)
+        except BaseException:
+            abandon_shard(self.store.fs, self.eid, manifest["shard"])
+            self._builder = None
+            raise
+        self._builder = None
         self.manifests.append(manifest)
         self._buf = []
         self._buf_bytes = 0
@@ -126,9 +162,9 @@ class ShardWriter:
             self.on_commit(manifest)
 
 
-def build_shard(outputs: list[BatchOutput], layers: list[int], dtype: str,
-                token_text: Callable[[np.ndarray], list[str]], info: dict[str, Any]) -> ShardData:
-    """Assemble buffered batch outputs into one shard's tables and arrays."""
+def build_tables(outputs: list[BatchOutput],
+                 token_text: Callable[[np.ndarray], list[str]]) -> tuple[pa.Table, pa.Table, list[int]]:
+    """The ``docs`` and ``tokens`` tables of buffered batch outputs, and each batch's first shard row."""
     doc_cols: dict[str, list[Any]] = {k: [] for k in ("doc_hash", "window", "char_offset", "n_tokens", "row_start",
                                                        "truncated")}
     tok_hash: list[str] = []
@@ -165,7 +201,13 @@ def build_shard(outputs: list[BatchOutput], layers: list[int], dtype: str,
         "token": pa.array(token_text(ids), pa.string()),
         "nll": pa.array(nll, pa.float32(), mask=np.isnan(nll)),
     })
-    docs = pa.table(doc_cols)
+    return pa.table(doc_cols), tokens, batch_row_offsets
+
+
+def build_shard(outputs: list[BatchOutput], layers: list[int], dtype: str,
+                token_text: Callable[[np.ndarray], list[str]], info: dict[str, Any]) -> ShardData:
+    """Assemble buffered batch outputs into one shard's tables and arrays."""
+    docs, tokens, batch_row_offsets = build_tables(outputs, token_text)
     hidden = {l: np.concatenate([o.hidden_numpy(l, dtype) for o in outputs]) for l in layers}
     jacobian = merge_extra_arrays(outputs, batch_row_offsets, "jacobian")
     return ShardData(docs=docs, tokens=tokens, hidden=hidden, dtype=dtype, jacobian=jacobian, info=info)

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 import zarr
 
 from ..errors import IntegrityError, LayerlakeError
-from .arrays import write_array, zarr_store
+from .arrays import chunk_rows, write_array, zarr_store
 from .fs import LakeFS
 
 log = logging.getLogger(__name__)
@@ -115,27 +115,128 @@ def write_shard_data(lake: LakeFS, eid: str, shard: ShardData, *, shard_id: str 
     (:func:`commit_shard`). A failure removes the partial shard folder; a crash
     leaves an orphan folder that readers ignore.
     """
-    lake.check_writable()
-    sid = shard_id or new_shard_id(lake)
-    base = ("extractions", eid, "shards", sid)
-    files: dict[str, dict[str, Any]] = {}
+    builder = ShardBuilder(lake, eid, shard.dtype, shard_id=shard_id)
     try:
-        for name, table, schema in (("docs.parquet", shard.docs, DOCS_SCHEMA),
-                                    ("tokens.parquet", shard.tokens, TOKENS_SCHEMA)):
+        for layer, arr in sorted(shard.hidden.items()):
+            if arr.shape[0] != shard.n_rows:
+                raise LayerlakeError(f"layer {layer}: {arr.shape[0]} rows but tokens has {shard.n_rows}")
+            builder.append_hidden(layer, arr)
+        return builder.finish(shard.docs, shard.tokens, jacobian=shard.jacobian, info=shard.info)
+    except BaseException:
+        builder.abandon()
+        raise
+
+
+class ShardBuilder:
+    """Writes one shard progressively: hidden-state rows as they come, tables and manifest at the end.
+
+    ``append_hidden`` buffers rows per layer and writes every whole chunk as
+    soon as it is complete (a write smaller than a chunk would re-read and
+    rewrite it), so an ingest's writer thread stores data while the model
+    computes instead of all at once at the end. Nothing is visible until the
+    caller commits the manifest :meth:`finish` returns; :meth:`abandon`
+    removes the partial folder.
+    """
+
+    def __init__(self, lake: LakeFS, eid: str, dtype: str, *, shard_id: str | None = None) -> None:
+        lake.check_writable()
+        self.lake = lake
+        self.eid = eid
+        self.dtype = dtype
+        self.sid = shard_id or new_shard_id(lake)
+        self.base = ("extractions", eid, "shards", self.sid)
+        self._group: zarr.Group | None = None
+        self._arrays: dict[int, zarr.Array] = {}
+        self._written: dict[int, int] = {}
+        self._pending: dict[int, list[np.ndarray]] = {}
+        self._pending_rows: dict[int, int] = {}
+        self._d_model: int | None = None
+
+    def rows(self, layer: int) -> int:
+        """Rows of ``layer`` received so far (written or pending)."""
+        return self._written.get(layer, 0) + self._pending_rows.get(layer, 0)
+
+    def append_hidden(self, layer: int, rows: np.ndarray) -> None:
+        """Append ``[n, d]`` rows (already in the physical storage dtype) to ``layer``."""
+        if rows.ndim != 2:
+            raise LayerlakeError(f"layer {layer}: expected [rows, d] hidden states, got shape {rows.shape}")
+        if self._d_model is None:
+            self._d_model = int(rows.shape[1])
+        elif rows.shape[1] != self._d_model:
+            raise LayerlakeError(f"layer {layer}: width {rows.shape[1]} differs from the shard's {self._d_model}")
+        self._pending.setdefault(layer, []).append(rows)
+        self._pending_rows[layer] = self._pending_rows.get(layer, 0) + int(rows.shape[0])
+        self._write_whole_chunks(layer)
+
+    def _take(self, layer: int, n: int) -> np.ndarray:
+        """Remove and return the first ``n`` pending rows of ``layer``."""
+        parts = self._pending.pop(layer, [])
+        block = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        rest = block[n:]
+        self._pending[layer] = [rest] if len(rest) else []
+        self._pending_rows[layer] = int(len(rest))
+        return block[:n]
+
+    def _write_whole_chunks(self, layer: int) -> None:
+        pending = self._pending_rows.get(layer, 0)
+        arr = self._arrays.get(layer)
+        if arr is None:
+            row_bytes = int(self._d_model or 0) * self._pending[layer][0].dtype.itemsize
+            full = chunk_rows(row_bytes, 1 << 62)
+            if pending < full:
+                return
+            block = self._take(layer, pending // full * full)
+            self._arrays[layer] = write_array(self._hidden_group(), f"layer_{layer}", block, self.dtype,
+                                              {"layer": int(layer)})
+            self._written[layer] = int(len(block))
+            return
+        per_chunk = int(arr.chunks[0])
+        if pending < per_chunk:
+            return
+        self._append(layer, self._take(layer, pending // per_chunk * per_chunk))
+
+    def _append(self, layer: int, block: np.ndarray) -> None:
+        arr = self._arrays[layer]
+        start = self._written[layer]
+        arr.resize((start + len(block),) + tuple(arr.shape[1:]))
+        arr[start:start + len(block)] = block
+        self._written[layer] = start + int(len(block))
+
+    def _hidden_group(self) -> zarr.Group:
+        if self._group is None:
+            self._group = zarr.open_group(zarr_store(self.lake, *self.base, "hidden.zarr"), mode="w")
+        return self._group
+
+    def _flush_hidden(self) -> None:
+        """Write every layer's remaining rows (the last, possibly partial chunk)."""
+        for layer in sorted(self._pending_rows):
+            n = self._pending_rows[layer]
+            if layer not in self._arrays:
+                block = self._take(layer, n)
+                self._arrays[layer] = write_array(self._hidden_group(), f"layer_{layer}", block, self.dtype,
+                                                  {"layer": int(layer)})
+                self._written[layer] = int(len(block))
+            elif n:
+                self._append(layer, self._take(layer, n))
+
+    def finish(self, docs: pa.Table, tokens: pa.Table, *, jacobian: dict[str, dict[str, Any]] | None = None,
+               info: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Write what is left and the tables; return the manifest that commits the shard (not written)."""
+        jacobian = jacobian or {}
+        self._flush_hidden()
+        n_rows = int(tokens.num_rows)
+        for layer, n in self._written.items():
+            if n != n_rows:
+                raise LayerlakeError(f"layer {layer}: {n} rows but tokens has {n_rows}")
+        lake, base = self.lake, self.base
+        files: dict[str, dict[str, Any]] = {}
+        for name, table, schema in (("docs.parquet", docs, DOCS_SCHEMA), ("tokens.parquet", tokens, TOKENS_SCHEMA)):
             data = _parquet_bytes(table.cast(schema))
             lake.write_bytes_atomic(data, *base, name)
             files[name] = {"size": len(data), "crc32c": crc32c.crc32c(data)}
-        d_model = None
-        if shard.hidden:
-            group = zarr.open_group(zarr_store(lake, *base, "hidden.zarr"), mode="w")
-            for layer, arr in sorted(shard.hidden.items()):
-                if arr.shape[0] != shard.n_rows:
-                    raise LayerlakeError(f"layer {layer}: {arr.shape[0]} rows but tokens has {shard.n_rows}")
-                d_model = int(arr.shape[1])
-                write_array(group, f"layer_{layer}", arr, shard.dtype, {"layer": int(layer)})
-        if shard.jacobian:
+        if jacobian:
             jgroup = zarr.open_group(zarr_store(lake, *base, "jacobian.zarr"), mode="w")
-            for key, entry in shard.jacobian.items():
+            for key, entry in jacobian.items():
                 kg = jgroup.create_group(key, attributes=entry.get("attrs", {}))
                 for layer, arrays in sorted(entry["layers"].items()):
                     lg = kg.create_group(f"layer_{layer}", attributes={"layer": int(layer)})
@@ -149,27 +250,29 @@ def write_shard_data(lake: LakeFS, eid: str, shard: ShardData, *, shard_id: str 
             if rel.endswith("zarr.json") and "crc32c" not in files[rel]:
                 # array metadata is small and a flipped digit there (a shape, a dtype) would misread every chunk
                 files[rel]["crc32c"] = crc32c.crc32c(lake.read_bytes(*base, rel))
-        manifest = {
+        return {
             "format": SHARD_FORMAT,
-            "shard": sid,
-            "extraction": eid,
-            "n_docs": int(shard.docs.num_rows),
-            "n_doc_hashes": len(set(shard.docs.column("doc_hash").to_pylist())),
-            "n_rows": int(shard.n_rows),
-            "layers": sorted(int(k) for k in shard.hidden),
-            "d_model": d_model,
-            "dtype": shard.dtype,
+            "shard": self.sid,
+            "extraction": self.eid,
+            "n_docs": int(docs.num_rows),
+            "n_doc_hashes": len(set(docs.column("doc_hash").to_pylist())),
+            "n_rows": n_rows,
+            "layers": sorted(int(k) for k in self._arrays),
+            "d_model": self._d_model,
+            "dtype": self.dtype,
             "jacobian": {k: {"layers": sorted(int(x) for x in v["layers"]), "attrs": v.get("attrs", {})}
-                         for k, v in shard.jacobian.items()},
+                         for k, v in jacobian.items()},
             "files": files,
             "bytes": int(sum(f["size"] for f in files.values())),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "writer": {"host": socket.gethostname(), "pid": os.getpid(), **shard.info},
+            "writer": {"host": socket.gethostname(), "pid": os.getpid(), **(info or {})},
         }
-    except BaseException:
-        _remove_partial(lake, base)
-        raise
-    return manifest
+
+    def abandon(self) -> None:
+        """Remove what was written (the shard was never committed)."""
+        self._pending.clear()
+        self._pending_rows.clear()
+        _remove_partial(self.lake, self.base)
 
 
 def commit_shard(lake: LakeFS, eid: str, manifest: dict[str, Any], *, check_files: bool = False) -> None:
