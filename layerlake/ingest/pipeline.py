@@ -27,6 +27,7 @@ import torch
 from ..errors import SpecError
 from ..progress import track
 from ..store import CaptureSpec, JacobianSketch, LakeStore, check_dataset_name, extraction_id, parse_layers
+from ..store.shards import remove_dead_writers_shards
 from .batching import Batch, model_max_length, plan_batches, tokenize_documents
 from .capture import forward_batch
 from .models import LoadedModel, load_model
@@ -139,6 +140,8 @@ def ingest(store: LakeStore, model: Any, data: Any, *, dataset: str | None = Non
         "is_causal": lm.is_causal, "dtype": spec.dtype, "tokenizer_class": type(lm.tokenizer).__name__,
     })
     store.add_alias(eid, lm.ref)
+    if not store.fs.read_only:
+        remove_dead_writers_shards(store.fs, eid)  # what a killed earlier run of this job left half-written
 
     jac_want = None
     if spec.jacobian is not None:

@@ -26,7 +26,7 @@ import zarr
 
 from ..errors import IntegrityError, LayerlakeError
 from .arrays import chunk_rows, write_array, zarr_store
-from .fs import LakeFS
+from .fs import LakeFS, canonical_json
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +145,11 @@ class ShardBuilder:
         self.dtype = dtype
         self.sid = shard_id or new_shard_id(lake)
         self.base = ("extractions", eid, "shards", self.sid)
+        # who writes this folder: lets a later ingest remove it if this process dies before the commit.
+        # Written first and directly (one small write, no temporary file): a process killed while writing
+        # it through a temporary file would leave a folder with no record at all
+        lake.makedirs(*self.base)
+        lake.fs.pipe_file(lake.path(*self.base, WRITER_FILE), canonical_json(writer_record()).encode())
         self._group: zarr.Group | None = None
         self._arrays: dict[int, zarr.Array] = {}
         self._written: dict[int, int] = {}
@@ -294,6 +299,55 @@ def commit_shard(lake: LakeFS, eid: str, manifest: dict[str, Any], *, check_file
                 "be on a file system shared by every worker (NFS, ...) or on an object store"
             )
     lake.write_json_atomic(manifest, "extractions", eid, "commits", f"{sid}.json")
+
+
+WRITER_FILE = "writer.json"
+
+
+def writer_record() -> dict[str, Any]:
+    """The process writing a shard folder (host, pid, start time), stored in it as ``writer.json``."""
+    return {"host": socket.gethostname(), "pid": os.getpid(),
+            "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):  # exists but not ours, or cannot tell: assume alive
+        return True
+    return True
+
+
+def remove_dead_writers_shards(lake: LakeFS, eid: str) -> list[str]:
+    """Remove uncommitted shard folders of ``eid`` whose writer process on this host is gone.
+
+    A SIGKILLed ingest leaves the shard it was writing as an orphan folder
+    (invisible to readers); the ingest that resumes the job removes it, so the
+    resumed lake verifies clean. Folders written by a live process, by another
+    host, or without a writer record are left alone (``layerlake gc`` removes
+    those after its grace period). Returns the removed shard ids.
+    """
+    host = socket.gethostname()
+    removed = []
+    committed = {n[:-5] for n in lake.listdir("extractions", eid, "commits") if n.endswith(".json")}
+    for sid in lake.listdir("extractions", eid, "shards"):
+        if sid in committed:
+            continue
+        try:
+            rec = lake.read_json("extractions", eid, "shards", sid, WRITER_FILE)
+        except (OSError, IntegrityError):  # no record (older layerlake) or unreadable: keep it
+            continue
+        if not isinstance(rec, dict) or rec.get("host") != host or not isinstance(rec.get("pid"), int):
+            continue
+        if _process_alive(rec["pid"]):
+            continue
+        abandon_shard(lake, eid, sid)  # re-checks the commit marker first
+        if not lake.exists("extractions", eid, "shards", sid):
+            removed.append(sid)
+            log.info("removed shard %s of %s left uncommitted by dead process %s", sid, eid, rec["pid"])
+    return removed
 
 
 def _remove_partial(lake: LakeFS, base: tuple[str, ...]) -> None:
