@@ -25,7 +25,7 @@ from ..errors import NotFoundError, SpecError
 from ..progress import track
 from .catalog import LakeStore
 from .fs import canonical_json
-from .shards import write_shard
+from .shards import WRITER_FILE, write_shard
 from .specs import parse_layers
 from .subset import ShardPick, plan_picks, read_subset
 from .transfer import copy_file, sha256_file
@@ -152,6 +152,7 @@ def _write_export(store: LakeStore, target: LakeStore, dataset: str, eids: list[
                     data = read_subset(src, eid, man, pick.docs, pick.layers,
                                        jacobian_layers=jac_layers if vectors else ())
                     new_man = write_shard(dst, eid, data, shard_id=pick.subset_id())
+                    dst.rm("extractions", eid, "shards", new_man["shard"], WRITER_FILE)  # not shard data
                     rewritten += 1
                 lays.update(new_man["layers"])
                 jac_keys.update(new_man.get("jacobian") or {})

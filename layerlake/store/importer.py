@@ -42,7 +42,7 @@ from .export import EXPORT_FORMAT, EXPORT_VERSION, MANIFEST_NAME
 from .fs import LakeFS
 from .hashing import doc_hash, extraction_id, json_hash
 from .safety import SHARD_ID_RE, check_name, check_relpath, check_zarr_metadata
-from .shards import DOCS_SCHEMA, TOKENS_SCHEMA, commit_shard, write_shard
+from .shards import DOCS_SCHEMA, TOKENS_SCHEMA, claim_shard_folder, commit_shard, write_shard
 from .subset import read_subset
 from .transfer import copy_file, write_file
 
@@ -491,6 +491,8 @@ def _merge_shards(target: LakeStore, ve: VerifiedExport, eid: str, ext: SourceEx
         if whole:
             new_sid = sid if sid not in existing_sids else f"{sid}-i{ve.files[f'extractions/{eid}/commits/{sid}.json'].sha256[:8]}"
             undo.created("extractions", eid, "shards", new_sid)
+            # this process writes the folder until its marker lands (an ingest may remove it if we die)
+            claim_shard_folder(fs, eid, new_sid)
             for inner in sorted(man["files"]):
                 rel = f"extractions/{eid}/shards/{sid}/{inner}"
                 entry = ve.files[rel]

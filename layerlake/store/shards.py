@@ -145,11 +145,7 @@ class ShardBuilder:
         self.dtype = dtype
         self.sid = shard_id or new_shard_id(lake)
         self.base = ("extractions", eid, "shards", self.sid)
-        # who writes this folder: lets a later ingest remove it if this process dies before the commit.
-        # Written first and directly (one small write, no temporary file): a process killed while writing
-        # it through a temporary file would leave a folder with no record at all
-        lake.makedirs(*self.base)
-        lake.fs.pipe_file(lake.path(*self.base, WRITER_FILE), canonical_json(writer_record()).encode())
+        claim_shard_folder(lake, eid, self.sid)
         self._group: zarr.Group | None = None
         self._arrays: dict[int, zarr.Array] = {}
         self._written: dict[int, int] = {}
@@ -248,7 +244,7 @@ class ShardBuilder:
                     for name, arr in arrays.items():
                         write_array(lg, name, np.asarray(arr), str(np.asarray(arr).dtype))
         for rel, size in lake.walk_files(*base).items():
-            if rel.startswith(".tmp-") or "/.tmp-" in rel:
+            if rel.startswith(".tmp-") or "/.tmp-" in rel or rel == WRITER_FILE:  # the record is not shard data
                 continue
             files.setdefault(rel, {"size": size})
             files[rel]["size"] = size
@@ -305,9 +301,25 @@ WRITER_FILE = "writer.json"
 
 
 def writer_record() -> dict[str, Any]:
-    """The process writing a shard folder (host, pid, start time), stored in it as ``writer.json``."""
+    """The process writing a shard folder (host, pid, start time), stored in it as ``writer.json``.
+
+    Not listed in the commit marker: it is not shard data, exports leave it out.
+    """
     return {"host": socket.gethostname(), "pid": os.getpid(),
             "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+
+
+def claim_shard_folder(lake: LakeFS, eid: str, sid: str) -> None:
+    """Create shard folder ``sid`` holding this process's writer record, before any of its data.
+
+    The record lets a later ingest remove the folder if this process dies before
+    the commit. It is written directly (one small write, no temporary file): a
+    process killed while writing it through a temporary file would leave a
+    folder with no record at all.
+    """
+    lake.makedirs("extractions", eid, "shards", sid)
+    lake.fs.pipe_file(lake.path("extractions", eid, "shards", sid, WRITER_FILE),
+                      canonical_json(writer_record()).encode())
 
 
 def _process_alive(pid: int) -> bool:

@@ -16,6 +16,7 @@ from ..errors import LayerlakeError
 from .arrays import damaged_chunks, open_group
 from .catalog import LakeStore
 from .hashing import doc_hash
+from .shards import WRITER_FILE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,7 +113,7 @@ def _verify_shard(store: LakeStore, eid: str, sid: str, man: dict[str, Any], dee
             if crc32c.crc32c(data) != info["crc32c"]:
                 out.append(Problem(fs.url_of(*base, rel), "checksum mismatch (file damaged)"))
     for rel in on_disk:
-        if rel not in man.get("files", {}):
+        if rel not in man.get("files", {}) and rel != WRITER_FILE:  # the writer record is not shard data
             out.append(Problem(fs.url_of(*base, rel), "file not listed in the commit marker (orphan)"))
     if deep and not out:
         for group_name in ("hidden.zarr",):
