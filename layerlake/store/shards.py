@@ -15,7 +15,10 @@ import datetime as _dt
 import io
 import logging
 import os
+import posixpath
+import shutil
 import socket
+import tempfile
 from typing import Any
 
 import crc32c
@@ -313,13 +316,26 @@ def claim_shard_folder(lake: LakeFS, eid: str, sid: str) -> None:
     """Create shard folder ``sid`` holding this process's writer record, before any of its data.
 
     The record lets a later ingest remove the folder if this process dies before
-    the commit. It is written directly (one small write, no temporary file): a
-    process killed while writing it through a temporary file would leave a
-    folder with no record at all.
+    the commit, so the folder must never exist without it: locally the folder
+    is built as ``extractions/<eid>/.tmp-*`` and renamed into ``shards/``; on
+    an object store a folder exists only through its files and one ``PUT`` is
+    atomic.
     """
-    lake.makedirs("extractions", eid, "shards", sid)
-    lake.fs.pipe_file(lake.path("extractions", eid, "shards", sid, WRITER_FILE),
-                      canonical_json(writer_record()).encode())
+    record = canonical_json(writer_record()).encode()
+    target = lake.path("extractions", eid, "shards", sid)
+    if not lake.is_local:
+        lake.check_writable()
+        lake.fs.pipe_file(posixpath.join(target, WRITER_FILE), record)
+        return
+    lake.makedirs("extractions", eid, "shards")
+    staging = tempfile.mkdtemp(prefix=".tmp-", dir=lake.path("extractions", eid))
+    try:
+        with open(os.path.join(staging, WRITER_FILE), "wb") as fh:
+            fh.write(record)
+        os.rename(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 def _process_alive(pid: int) -> bool:
@@ -343,23 +359,31 @@ def remove_dead_writers_shards(lake: LakeFS, eid: str) -> list[str]:
     """
     host = socket.gethostname()
     removed = []
+    for name in lake.listdir("extractions", eid):  # a writer killed while claiming its folder
+        if name.startswith(".tmp-") and _dead_local_writer(lake, host, "extractions", eid, name):
+            lake.rm("extractions", eid, name)
     committed = {n[:-5] for n in lake.listdir("extractions", eid, "commits") if n.endswith(".json")}
     for sid in lake.listdir("extractions", eid, "shards"):
         if sid in committed:
             continue
-        try:
-            rec = lake.read_json("extractions", eid, "shards", sid, WRITER_FILE)
-        except (OSError, IntegrityError):  # no record (older layerlake) or unreadable: keep it
-            continue
-        if not isinstance(rec, dict) or rec.get("host") != host or not isinstance(rec.get("pid"), int):
-            continue
-        if _process_alive(rec["pid"]):
+        if not _dead_local_writer(lake, host, "extractions", eid, "shards", sid):
             continue
         abandon_shard(lake, eid, sid)  # re-checks the commit marker first
         if not lake.exists("extractions", eid, "shards", sid):
             removed.append(sid)
-            log.info("removed shard %s of %s left uncommitted by dead process %s", sid, eid, rec["pid"])
+            log.info("removed shard %s of %s left uncommitted by a dead process", sid, eid)
     return removed
+
+
+def _dead_local_writer(lake: LakeFS, host: str, *folder: str) -> bool:
+    """Whether ``folder``'s writer record names a process of this host that is gone."""
+    try:
+        rec = lake.read_json(*folder, WRITER_FILE)
+    except (OSError, IntegrityError):  # no record (older layerlake, not a shard folder) or unreadable: keep
+        return False
+    if not isinstance(rec, dict) or rec.get("host") != host or not isinstance(rec.get("pid"), int):
+        return False
+    return not _process_alive(rec["pid"])
 
 
 def _remove_partial(lake: LakeFS, base: tuple[str, ...]) -> None:
