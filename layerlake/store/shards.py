@@ -156,10 +156,6 @@ class ShardBuilder:
         self._pending_rows: dict[int, int] = {}
         self._d_model: int | None = None
 
-    def rows(self, layer: int) -> int:
-        """Rows of ``layer`` received so far (written or pending)."""
-        return self._written.get(layer, 0) + self._pending_rows.get(layer, 0)
-
     def append_hidden(self, layer: int, rows: np.ndarray) -> None:
         """Append ``[n, d]`` rows (already in the physical storage dtype) to ``layer``."""
         if rows.ndim != 2:
@@ -184,26 +180,24 @@ class ShardBuilder:
     def _write_whole_chunks(self, layer: int) -> None:
         pending = self._pending_rows.get(layer, 0)
         arr = self._arrays.get(layer)
-        if arr is None:
-            row_bytes = int(self._d_model or 0) * self._pending[layer][0].dtype.itemsize
-            full = chunk_rows(row_bytes, 1 << 62)
-            if pending < full:
-                return
-            block = self._take(layer, pending // full * full)
-            self._arrays[layer] = write_array(self._hidden_group(), f"layer_{layer}", block, self.dtype,
-                                              {"layer": int(layer)})
-            self._written[layer] = int(len(block))
-            return
-        per_chunk = int(arr.chunks[0])
-        if pending < per_chunk:
-            return
-        self._append(layer, self._take(layer, pending // per_chunk * per_chunk))
+        if arr is not None:
+            per_chunk = int(arr.chunks[0])
+        else:
+            per_chunk = chunk_rows(int(self._d_model or 0) * self._pending[layer][0].dtype.itemsize, 1 << 62)
+        if pending >= per_chunk:
+            self._store(layer, pending // per_chunk * per_chunk)
 
-    def _append(self, layer: int, block: np.ndarray) -> None:
-        arr = self._arrays[layer]
-        start = self._written[layer]
-        arr.resize((start + len(block),) + tuple(arr.shape[1:]))
-        arr[start:start + len(block)] = block
+    def _store(self, layer: int, n: int) -> None:
+        """Write the first ``n`` pending rows of ``layer``, creating its array on the first write."""
+        block = self._take(layer, n)
+        start = self._written.get(layer, 0)
+        arr = self._arrays.get(layer)
+        if arr is None:
+            group = self._hidden_group()
+            self._arrays[layer] = write_array(group, f"layer_{layer}", block, self.dtype, {"layer": int(layer)})
+        else:
+            arr.resize((start + len(block),) + tuple(arr.shape[1:]))
+            arr[start:start + len(block)] = block
         self._written[layer] = start + int(len(block))
 
     def _hidden_group(self) -> zarr.Group:
@@ -215,13 +209,8 @@ class ShardBuilder:
         """Write every layer's remaining rows (the last, possibly partial chunk)."""
         for layer in sorted(self._pending_rows):
             n = self._pending_rows[layer]
-            if layer not in self._arrays:
-                block = self._take(layer, n)
-                self._arrays[layer] = write_array(self._hidden_group(), f"layer_{layer}", block, self.dtype,
-                                                  {"layer": int(layer)})
-                self._written[layer] = int(len(block))
-            elif n:
-                self._append(layer, self._take(layer, n))
+            if n or layer not in self._arrays:  # a layer with no rows at all still gets its (empty) array
+                self._store(layer, n)
 
     def finish(self, docs: pa.Table, tokens: pa.Table, *, jacobian: dict[str, dict[str, Any]] | None = None,
                info: dict[str, Any] | None = None) -> dict[str, Any]:
