@@ -50,3 +50,7 @@ class ModelLoadError(LayerlakeError):
     """A model or tokenizer could not be loaded or fingerprinted."""
 
     exit_code = 2
+
+
+class QueryTimeoutError(LayerlakeError, TimeoutError):
+    """A SQL query ran past its time limit and was stopped."""
