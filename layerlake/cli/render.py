@@ -1,10 +1,15 @@
-"""Writing a query result for the CLI: a table on the terminal, CSV, JSON lines or Parquet."""
+"""What the command line shows: rich tables on the terminal, CSV, JSON lines or Parquet files.
+
+The only place of the package that writes to stdout (library code logs instead).
+"""
 
 from __future__ import annotations
 
+import ast
 import io
 import os
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 import polars as pl
@@ -14,14 +19,20 @@ from ..errors import ReadOnlyError, SpecError
 FORMATS = ("table", "csv", "json", "parquet")
 
 
-def write_result(rel: Any, *, fmt: str, out: str | None, lake_fs: Any, max_rows: int = 200) -> None:
+def console() -> Any:
+    from rich.console import Console
+    return Console()
+
+
+# -- layerlake sql ------------------------------------------------------------------------------
+def write_result(rel: Any, *, fmt: str, out: str | None, lake: Any, max_rows: int = 200) -> None:
     """Write a DuckDB relation (``None`` for statements without a result) as ``fmt`` to ``out`` or stdout."""
     if fmt not in FORMATS:
         raise SpecError(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
     if fmt == "parquet" and not out:
         raise SpecError("--format parquet writes a binary file: give --out FILE.parquet")
     if out:
-        _check_out(out, lake_fs)
+        _check_out(out, lake)
     if rel is None:
         return
     if fmt == "parquet":
@@ -45,7 +56,8 @@ def write_result(rel: Any, *, fmt: str, out: str | None, lake_fs: Any, max_rows:
         sys.stdout.write(text)
 
 
-def _check_out(out: str, lake_fs: Any) -> None:
+def _check_out(out: str, lake: Any) -> None:
+    lake_fs = lake.store.fs
     if not lake_fs.is_local:
         return
     path = os.path.abspath(out)
@@ -116,3 +128,102 @@ def _cell(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.6g}"
     return str(v)
+
+
+# -- layerlake metric ---------------------------------------------------------------------------
+def write_frame(frame: pl.DataFrame, fmt: str, out: str | None, title: str = "",
+                drop: Sequence[str] = ()) -> str | None:
+    """Write ``frame`` as table/csv/json/parquet to ``out`` or stdout; returns a note for the user."""
+    if fmt == "parquet":
+        if not out:
+            raise SpecError("--format parquet needs --out FILE.parquet")
+        frame.write_parquet(out)
+        return f"wrote {frame.height} row(s) to {out}"
+    if fmt == "csv":
+        text = frame.write_csv()
+    elif fmt == "json":
+        text = frame.write_json()
+    elif fmt == "table":
+        if out:
+            text = frame.write_csv()
+        else:
+            print_table(frame.drop([c for c in drop if c in frame.columns]), title)
+            return None
+    else:
+        raise SpecError(f"--format {fmt!r} must be table, csv, json or parquet")
+    if out:
+        with open(out, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        return f"wrote {frame.height} row(s) to {out}"
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return None
+
+
+def print_table(frame: pl.DataFrame, title: str = "") -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    cols = [c for c in frame.columns if frame[c].null_count() < frame.height or c in ("value",)]
+    t = Table(title=title or None)
+    for c in cols:
+        t.add_column(c, justify="right" if frame[c].dtype.is_numeric() else "left")
+    for row in frame.select(cols).iter_rows():
+        t.add_row(*(_fmt(v) for v in row))
+    Console(file=sys.stdout, width=200).print(t)
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return str(v)
+
+
+# -- layerlake ls -------------------------------------------------------------------------------
+def print_summary(info: dict[str, Any]) -> None:
+    """The tables of ``layerlake ls``: extractions, their provenance, datasets (``info`` from ``Lake.ls()``)."""
+    from rich.table import Table
+    con = console()
+    t = Table(title=f"extractions in {info['lake']}")
+    for col in ("extraction", "model", "revision", "layers", "d_model", "dtype", "documents", "tokens", "MB"):
+        t.add_column(col)
+    for e in info["extractions"]:
+        layers = e["layers"]
+        lay = f"{layers[0]}..{layers[-1]} ({len(layers)})" if layers else "-"
+        t.add_row(e["extraction"], ", ".join(e["aliases"]) or str(e["model"]), str(e["revision"] or "-"), lay,
+                  str(e["d_model"]), str(e["dtype"]), f"{e['documents']:,}", f"{e['tokens']:,}",
+                  f"{e['bytes'] / 1e6:,.1f}")
+    con.print(t)
+    t = Table(title="provenance")
+    for col in ("extraction", "model class", "weights", "tokenizer", "capture", "created"):
+        t.add_column(col)
+    for e in info["extractions"]:
+        t.add_row(e["extraction"], str(e.get("model_class") or "-"), (e.get("weights_hash") or "-")[:12],
+                  (e.get("tokenizer_hash") or "-")[:12], short_capture(e.get("capture")),
+                  str(e.get("created") or "-"))
+    con.print(t)
+    t = Table(title="datasets")
+    for col in ("dataset", "documents", "models"):
+        t.add_column(col)
+    for d in info["datasets"]:
+        t.add_row(d["dataset"], f"{d['documents']:,}", ", ".join(d["models"]))
+    con.print(t)
+
+
+def short_capture(capture: Any) -> str:
+    """``{'max_length': 256, ...}`` (or its str form) -> ``len=256 truncate float16``."""
+    if isinstance(capture, str):
+        try:
+            capture = ast.literal_eval(capture)
+        except (ValueError, SyntaxError):
+            return capture
+    if not isinstance(capture, dict):
+        return "-"
+    parts = [f"len={capture.get('max_length')}", str(capture.get("overflow"))]
+    if capture.get("overflow") == "window":
+        parts.append(f"stride={capture.get('stride')}")
+    parts.append(str(capture.get("dtype")))
+    if capture.get("add_special_tokens") is False:
+        parts.append("no-special-tokens")
+    return " ".join(parts)
