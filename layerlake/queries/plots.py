@@ -125,6 +125,11 @@ def plot_metrics(frames: Mapping[str, pl.DataFrame], out: Any, *, dataset: str, 
     names = list(frames)
     if not names:
         raise SpecError("plot: give at least one metric name")
+    if relative_depth:
+        missing = sorted({e for f in frames.values() for e in f["extraction"].unique().to_list()} - set(depths or {}))
+        if missing:
+            raise SpecError(f"plot: relative_depth needs the number of blocks of extraction(s) {missing}; "
+                            "pass depths=layer_counts(store, frames.values())")
     models: list[str] = []
     for f in frames.values():
         for m in f["model"].to_list():
