@@ -63,14 +63,9 @@ def run_quickstart(lake_path: str, *, n_docs: int = QUICKSTART_DOCS, console: An
     table = quickstart_metrics(lake)
     panel = lake.plot_metric(list(QUICKSTART_METRICS), "pydoc-topics", f"{lake_path}/quickstart-panel.png")
     if console is not None:
-        from rich.table import Table
-        t = Table(title="per-layer metrics of all-MiniLM-L6-v2 on pydoc-topics (computed from the lake, cached)")
-        t.add_column("layer")
-        for name in QUICKSTART_METRICS:
-            t.add_column(name)
-        for row in table.iter_rows(named=True):
-            t.add_row(str(row["layer"]), *(f"{row[n]:.3f}" if row[n] is not None else "-" for n in QUICKSTART_METRICS))
-        console.print(t)
+        from .render import layer_table
+        console.print(layer_table(table, QUICKSTART_METRICS, title="per-layer metrics of all-MiniLM-L6-v2 on "
+                                  "pydoc-topics (computed from the lake, cached)"))
         say(f"panel of these curves: {panel}")
         say(f"next: layerlake sql \"SELECT layer, metric, value FROM metrics\" --lake {lake_path}")
     return {"lake": lake, "result": result, "metrics": table, "panel": panel}

@@ -180,6 +180,18 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def layer_table(frame: pl.DataFrame, names: Sequence[str], title: str) -> Any:
+    """A rich table of ``frame`` (one row per layer, one column per metric in ``names``), 3 decimals."""
+    from rich.table import Table
+    t = Table(title=title)
+    t.add_column("layer")
+    for name in names:
+        t.add_column(name)
+    for row in frame.iter_rows(named=True):
+        t.add_row(str(row["layer"]), *(f"{row[n]:.3f}" if row[n] is not None else "-" for n in names))
+    return t
+
+
 # -- layerlake ls -------------------------------------------------------------------------------
 def print_summary(info: dict[str, Any]) -> None:
     """The tables of ``layerlake ls``: extractions, their provenance, datasets (``info`` from ``Lake.ls()``)."""
