@@ -32,7 +32,7 @@ from layerlake.ingest.models import load_model  # noqa: E402
 from layerlake.ingest.pipeline import make_batches  # noqa: E402
 from layerlake.ingest.capture import pad_batch  # noqa: E402
 from layerlake.ingest.sources import load_corpus  # noqa: E402
-from layerlake.quickstart import minilm_path, quickstart_corpus  # noqa: E402
+from layerlake.cli.quickstart import minilm_path, quickstart_corpus  # noqa: E402
 from layerlake.store import CaptureSpec  # noqa: E402
 
 

@@ -35,7 +35,7 @@ from layerlake.ingest.batching import Batch, Window  # noqa: E402
 from layerlake.ingest.capture import forward_batch  # noqa: E402
 from layerlake.ingest.jacobian import make_capture  # noqa: E402
 from layerlake.ingest.models import load_model  # noqa: E402
-from layerlake.quickstart import quickstart_corpus  # noqa: E402
+from layerlake.cli.quickstart import quickstart_corpus  # noqa: E402
 
 
 def load(name: str):

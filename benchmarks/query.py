@@ -31,7 +31,6 @@ import zarr
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import layerlake as ll  # noqa: E402
-from layerlake.queries.engine import engine_for  # noqa: E402
 from layerlake.store import ShardData, doc_hash, write_shard  # noqa: E402
 from layerlake.store.arrays import to_float32  # noqa: E402
 
@@ -113,7 +112,7 @@ def main() -> None:
         layer = args.layers - 1
         n_rows = args.docs * args.tokens
         eid = lake.extraction_id("bench")
-        stored = engine_for(lake).snapshot().layer_stored_bytes(eid, layer)
+        stored = lake.engine.snapshot().layer_stored_bytes(eid, layer)
         mb32 = n_rows * args.d * 4 / 1e6
         print(f"lake: {args.docs:,} docs x {args.tokens} tokens = {n_rows:,} rows, d={args.d}, {args.dtype}, "
               f"{args.shards} shards; layer {layer}: {stored / 1e6:,.1f} MB stored, {mb32:,.1f} MB as float32 "

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from layerlake import Lake
 from layerlake.metrics.dispersion import correlation_summary
-from layerlake.quickstart import minilm_path, quickstart_corpus
+from layerlake.cli.quickstart import minilm_path, quickstart_corpus
 
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 

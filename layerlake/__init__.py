@@ -9,7 +9,7 @@ from .errors import (FormatVersionError, IntegrityError, LayerlakeError, ModelLo
                      OverflowToInfError, ReadOnlyError, SpecError)
 from .lake import Lake, import_lake
 from .progress import set_progress
-from .store.specs import CaptureSpec, JacobianSketch
+from .store import CaptureSpec, JacobianSketch
 
 __version__ = "0.1.0"
 

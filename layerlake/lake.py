@@ -1,14 +1,25 @@
-"""``Lake``: the user-facing handle that ties store, ingest and queries together."""
+"""``Lake``: the user-facing handle that ties store, ingest and queries together.
+
+A ``Lake`` owns its :class:`~layerlake.store.LakeStore` (``store``), its
+:class:`~layerlake.queries.engine.QueryEngine` (``engine``) and, from the first
+SQL call, its :class:`~layerlake.queries.sql.SqlCatalog` (``sql_catalog``);
+the functions it calls take the store or the engine, never the lake.
+"""
 
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+import threading
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import polars as pl
 
+from .queries.engine import QueryEngine
 from .store import JacobianSketch, LakeStore
+
+if TYPE_CHECKING:
+    from .queries.sql import SqlCatalog
 
 
 class Lake:
@@ -21,6 +32,18 @@ class Lake:
     def __init__(self, path: str | os.PathLike[str], mode: str = "a",
                  storage_options: dict[str, Any] | None = None) -> None:
         self.store = LakeStore(path, mode=mode, storage_options=storage_options)
+        self.engine = QueryEngine(self.store)
+        self._sql_catalog: SqlCatalog | None = None
+        self._sql_lock = threading.Lock()
+
+    @property
+    def sql_catalog(self) -> SqlCatalog:
+        """This lake's DuckDB connection and relations (opened on first use)."""
+        with self._sql_lock:
+            if self._sql_catalog is None:
+                from .queries.sql import SqlCatalog
+                self._sql_catalog = SqlCatalog(self.engine)
+            return self._sql_catalog
 
     @property
     def url(self) -> str:
@@ -60,7 +83,7 @@ class Lake:
 
     def verify(self, deep: bool = True) -> list[Any]:
         """Problems found (empty list = healthy): manifests, checksums, orphans."""
-        from .store.verify import verify_lake
+        from .store import verify_lake
         return verify_lake(self.store, deep=deep)
 
     # -- reads -------------------------------------------------------------------------------
@@ -75,9 +98,8 @@ class Lake:
     def read_vectors(self, dataset: str, model: str | None = None, layers: Any = "all",
                      docs: Sequence[str] | None = None) -> np.ndarray:
         """Float32 ``[layers, tokens, d_model]`` (``[tokens, d_model]`` for an int layer) in dataset order."""
-        from .queries.engine import engine_for
         from .queries.frames import read_vectors
-        return read_vectors(self.store, dataset, model, layers, docs, engine=engine_for(self))
+        return read_vectors(self.store, dataset, model, layers, docs, engine=self.engine)
 
     def vectors(self, dataset: str, model: str | None = None, layers: Any = "all",
                 docs: Sequence[str] | None = None) -> pl.LazyFrame:
@@ -87,29 +109,26 @@ class Lake:
         tokens by position. Filters and column selections are pushed into the
         scan: only the chunks holding selected rows are read.
         """
-        from .queries.engine import engine_for
         from .queries.vectors import dataset_vectors
-        return dataset_vectors(engine_for(self), dataset, model, layers, docs)
+        return dataset_vectors(self.engine, dataset, model, layers, docs)
 
     # -- SQL ---------------------------------------------------------------------------------
-    def sql(self, query: str, params: Any = None) -> Any:
+    def sql(self, query: str, params: Any = None, *, read_only: bool = False) -> Any:
         """Run DuckDB SQL over the committed lake; returns a DuckDB relation (``.pl()``, ``.df()``, ``.arrow()``).
 
         Relations: extractions, datasets, docs, tokens, metrics, vectors, dataset_vectors (see docs/queries.md).
+        Statements that write into the lake are refused; ``read_only=True`` refuses every statement but reads.
         """
-        from .queries.engine import engine_for
-        return engine_for(self).sql_catalog().sql(self, query, params)
+        return self.sql_catalog.sql(query, params, read_only=read_only)
 
     def last_query_stats(self) -> dict[str, Any] | None:
         """Chunks and bytes read by the last vector scan (``vectors``, SQL vector relations, ``read_vectors``)."""
-        from .queries.engine import engine_for
-        last = engine_for(self).last_stats
+        last = self.engine.last_stats
         return last.as_dict() if last is not None else None
 
     def track_reads(self) -> Any:
         """Context manager yielding a ``ReadStats`` that adds up every vector read inside the block."""
-        from .queries.engine import engine_for
-        return engine_for(self).reader.track()
+        return self.engine.reader.track()
 
     def jacobians(self, dataset: str, model: str | None = None, layer: int | None = None,
                   rows: Sequence[int] | None = None, K: int | None = None, dense: bool = False, sketch: Any = None,
@@ -135,26 +154,24 @@ class Lake:
         ``out`` is a new or empty folder or fsspec URL; it gets a dataset card
         (README.md) and a checksum manifest (MANIFEST.json). Returns an ``ExportReport``.
         """
-        from .store.export import export_dataset
+        from .store import export_dataset
         return export_dataset(self.store, dataset, out, models=model, layers=layers, vectors=vectors,
                               license=license, description=description, storage_options=storage_options)
 
     def import_(self, src: Any, *, storage_options: dict[str, Any] | None = None) -> Any:
         """Verify every checksum of the export at ``src``, then merge it into this lake by content."""
-        from .store.importer import import_lake as _import
-        return _import(self.store, src, storage_options=storage_options)
+        from .store import import_lake
+        return import_lake(self.store, src, storage_options=storage_options)
 
     def rm_dataset(self, name: str) -> Any:
         """Remove dataset ``name``; shards stay until :meth:`gc` finds them unreferenced."""
-        from .store.gc import remove_dataset
+        from .store import remove_dataset
         return remove_dataset(self.store, name)
 
     def gc(self, *, dry_run: bool = False, grace_seconds: float = 3600.0) -> Any:
         """Delete orphan and unreferenced shards and stale metric cache entries; returns a ``GCReport``."""
-        from .store.gc import collect_garbage
+        from .store import collect_garbage
         return collect_garbage(self.store, dry_run=dry_run, grace_seconds=grace_seconds)
-
-
     # -- metrics -----------------------------------------------------------------------------
     def metric(self, name: str, dataset: str, model: Any = None, layers: Any = "all", per: str = "layer",
                executor: str = "local", **params: Any) -> pl.DataFrame:
@@ -176,11 +193,20 @@ class Lake:
         return explain_metric(self.store, name, dataset, model, layers, per, executor, **params)
 
     def plot_metric(self, names: Any, dataset: str, out: Any, model: Any = None, layers: Any = "all",
-                    relative_depth: bool = False, **params: Any) -> Any:
-        """Draw metric(s) vs layer (one curve per model, mean +- sem bands) to a PNG; returns the path."""
-        from .queries.plots import plot_metrics
-        return plot_metrics(self, names, dataset, out, model=model, layers=layers,
-                            relative_depth=relative_depth, **params)
+                    relative_depth: bool = False, *, ncols: int | None = None, title: str | None = None,
+                    dpi: int = 130, **params: Any) -> Any:
+        """Draw metric(s) vs layer (one curve per model, mean +- sem bands) to a PNG; returns the path.
+
+        Each metric is computed (or read from cache) with :meth:`metric`; ``params`` go
+        to the metrics that take them.
+        """
+        from .queries.plots import layer_counts, plot_metrics, split_params
+        names = [names] if isinstance(names, str) else list(names)
+        per_metric = split_params(names, params)
+        frames = {n: self.metric(n, dataset, model=model, layers=layers, **per_metric[n]) for n in names}
+        depths = layer_counts(self.store, frames.values()) if relative_depth else None
+        return plot_metrics(frames, out, dataset=dataset, relative_depth=relative_depth, depths=depths,
+                            ncols=ncols, title=title, dpi=dpi)
 
 
 def import_lake(src: Any, lake: Any, *, storage_options: dict[str, Any] | None = None,
@@ -189,6 +215,6 @@ def import_lake(src: Any, lake: Any, *, storage_options: dict[str, Any] | None =
 
     Every file is verified before the target is created or touched.
     """
-    from .store.importer import import_lake as _import
+    from .store import import_lake as import_into
     target = lake.store if isinstance(lake, Lake) else lake
-    return _import(target, src, storage_options=storage_options, target_storage_options=lake_storage_options)
+    return import_into(target, src, storage_options=storage_options, target_storage_options=lake_storage_options)

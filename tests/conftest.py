@@ -53,5 +53,5 @@ def lake(tmp_path: Path):
 
 @pytest.fixture(scope="session")
 def corpus() -> list[str]:
-    from layerlake.quickstart import quickstart_corpus
+    from layerlake.cli.quickstart import quickstart_corpus
     return [d["text"] for d in quickstart_corpus(40)]

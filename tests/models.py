@@ -18,7 +18,7 @@ def train_tokenizer(vocab_size: int = 512, bos: bool = False):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from layerlake.quickstart import quickstart_corpus
+    from layerlake.cli.quickstart import quickstart_corpus
 
     texts = [d["text"] for d in quickstart_corpus(300)]
     tok = Tokenizer(models.BPE())

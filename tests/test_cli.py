@@ -74,3 +74,25 @@ def test_errors_are_one_line_with_exit_code(tmp_path, tiny_gpt2, argv, code, nee
     assert "Traceback" not in proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1
+
+
+def test_cli_is_a_package_with_the_entry_point_of_pyproject():
+    import re
+
+    import layerlake.cli
+    script = re.search(r'^layerlake = "([^"]+)"', (REPO / "pyproject.toml").read_text(), re.M).group(1)
+    module, _, name = script.partition(":")
+    assert (module, name) == ("layerlake.cli", "main") and getattr(layerlake.cli, name) is main
+    assert Path(layerlake.cli.__file__).name == "__init__.py"
+
+
+@pytest.mark.slow
+def test_quickstart_ingests_computes_and_plots(tmp_path, capsys):
+    lake = tmp_path / "qs"
+    assert main(["quickstart", "--lake", str(lake), "--docs", "12"]) == 0
+    out = capsys.readouterr().out
+    assert "12 paragraphs" in out and "pydoc-topics" in out and "twonn_id" in out
+    assert (lake / "quickstart-panel.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    import layerlake as ll
+    table = ll.Lake(lake, mode="r").sql("SELECT count(DISTINCT metric) FROM metrics").fetchall()
+    assert table == [(5,)]

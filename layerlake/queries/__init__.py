@@ -1,9 +1,12 @@
 """Queries over the committed lake: DuckDB SQL, Polars frames with pushdown into Zarr chunks.
 
-``sql`` (the DuckDB catalog and :func:`register_sql_extension`), ``vectors``
-(the vector IO source), ``chunks`` (chunk-by-chunk reads with byte counts),
-``frames`` (tokens/docs LazyFrames, ``read_vectors``), ``snapshot`` (what
-queries see: committed shards only).
+``engine`` (the per-lake :class:`~layerlake.queries.engine.QueryEngine`, owned
+by ``Lake``: snapshot, chunk reader, caches), ``sql`` (the DuckDB catalog built on
+an engine, and :func:`register_sql_extension`), ``vectors`` (the vector IO
+source), ``chunks`` (chunk-by-chunk reads with byte counts), ``frames``
+(tokens/docs LazyFrames, ``read_vectors``), ``snapshot`` (what queries see:
+committed shards only), ``plots`` (drawing metric frames). Functions here take
+a store or an engine, never a ``Lake``; nothing here prints (the CLI renders).
 """
 
 from .metric_sql import install_sql_metrics

@@ -1,15 +1,15 @@
-"""The per-lake query engine: snapshot, chunk reader, caches and the SQL connection.
+"""The per-lake query engine: snapshot, chunk reader and caches.
 
-One :class:`QueryEngine` hangs off each :class:`layerlake.Lake` (``engine_for``).
-Caches hold only immutable things (committed shards never change), keyed by
-extraction and shard id.
+Each :class:`layerlake.Lake` creates one (``lake.engine``); query functions take
+it (or the store) as an argument. Caches hold only immutable things (committed
+shards never change), keyed by extraction and shard id. The SQL catalog is built
+on top of an engine (:class:`layerlake.queries.sql.SqlCatalog`), not inside it.
 """
 
 from __future__ import annotations
 
 import collections
 import threading
-from typing import Any
 
 import pyarrow as pa
 
@@ -30,7 +30,6 @@ class QueryEngine:
         self._tokens: collections.OrderedDict[tuple[str, str], pa.Table] = collections.OrderedDict()
         self._token_bytes = 0
         self.token_cache_bytes = 256 << 20
-        self._sql: Any = None
 
     def snapshot(self, refresh: bool = True) -> Snapshot:
         """The current committed state (rebuilt only when commit markers, datasets or metric files changed)."""
@@ -67,19 +66,3 @@ class QueryEngine:
     @property
     def last_stats(self) -> ReadStats | None:
         return self.reader.last
-
-    def sql_catalog(self) -> Any:
-        from .sql import SqlCatalog
-        with self._lock:
-            if self._sql is None:
-                self._sql = SqlCatalog(self)
-            return self._sql
-
-
-def engine_for(lake: Any) -> QueryEngine:
-    """The engine of a ``Lake`` (created on first use and kept on the lake object)."""
-    eng = lake.__dict__.get("_query_engine")
-    if eng is None:
-        eng = QueryEngine(lake.store)
-        lake.__dict__["_query_engine"] = eng
-    return eng

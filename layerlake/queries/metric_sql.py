@@ -1,6 +1,6 @@
 """Asking for a metric from SQL: the ``layerlake_metric(...)`` table macro.
 
-``install_sql_metrics(conn, lake)`` registers, on a DuckDB connection:
+``install_sql_metrics(conn, engine)`` registers, on a DuckDB connection:
 
 - ``layerlake_metric_rows(name, dataset, model, layers, per, params)``: a Python
   scalar UDF that runs the metric engine (cache first, compute on first use) and
@@ -51,9 +51,9 @@ def _models(value: str | None) -> Any:
     return parts[0] if len(parts) == 1 else parts
 
 
-def install_sql_metrics(conn: Any, lake: Any) -> None:
-    """Register ``layerlake_metric(...)`` on DuckDB connection ``conn`` for ``lake`` (a Lake or LakeStore)."""
-    store = getattr(lake, "store", lake)
+def install_sql_metrics(conn: Any, engine: Any) -> None:
+    """Register ``layerlake_metric(...)`` on DuckDB connection ``conn`` for the lake of ``engine`` (a QueryEngine)."""
+    store = engine.store
 
     def rows(name: str, dataset: str, model: str | None, layers: str | None, per: str | None,
              params: str | None) -> list[dict[str, Any]]:

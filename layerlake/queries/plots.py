@@ -6,13 +6,16 @@ metrics; x = layer index or relative depth (``layer / n_layers``, 0 = embeddings
 drawn at their first layer (label ``l -> l2``); metrics without a layer
 (perplexity, trajectories) as one bar per model with its sem. Several metrics
 make a grid of panels with the same colour per model throughout.
+
+Plotting draws frames it is given (``Lake.plot_metric`` computes them with
+``Lake.metric``); :func:`split_params` says which parameters go to which metric.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +29,10 @@ from .metric_engine import ENGINE_OPTIONS
 _ARROW = {"higher": "higher is better", "lower": "lower is better"}
 
 
-def _split_params(names: Sequence[str], params: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Give each metric the parameters and engine options it accepts; unknown everywhere -> error."""
+def split_params(names: Sequence[str], params: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Give each metric the parameters and engine options it accepts; no names, or unknown everywhere -> error."""
+    if not names:
+        raise SpecError("plot: give at least one metric name")
     out: dict[str, dict[str, Any]] = {n: {} for n in names}
     for key, value in params.items():
         takers = [n for n in names if key in get_metric(n).params or key in ENGINE_OPTIONS.get(get_metric(n).input, {})
@@ -47,22 +52,18 @@ def _short(label: str) -> str:
     return os.path.basename(label) if os.path.isabs(label) or label.startswith(".") else label
 
 
-def metric_frames(lake: Any, names: Sequence[str], dataset: str, model: Any = None, layers: Any = "all",
-                  **params: Any) -> dict[str, pl.DataFrame]:
-    per_metric = _split_params(names, params)
-    return {n: lake.metric(n, dataset=dataset, model=model, layers=layers, **per_metric[n]) for n in names}
-
-
-def _depths(lake: Any, frame: pl.DataFrame) -> dict[str, int]:
+def layer_counts(store: Any, frames: Iterable[pl.DataFrame]) -> dict[str, int]:
+    """Blocks of each extraction in ``frames`` (the denominator of relative depth)."""
     out = {}
-    for eid in frame["extraction"].unique().to_list():
-        man = lake.store.extraction(eid)
-        out[eid] = int(man.get("n_layers") or 1)
+    for frame in frames:
+        for eid in frame["extraction"].unique().to_list():
+            if eid not in out:
+                out[eid] = int(store.extraction(eid).get("n_layers") or 1)
     return out
 
 
-def draw_metric(ax: Any, lake: Any, name: str, frame: pl.DataFrame, colors: dict[str, Any],
-                relative_depth: bool) -> None:
+def draw_metric(ax: Any, name: str, frame: pl.DataFrame, colors: dict[str, Any], relative_depth: bool,
+                depths: Mapping[str, int]) -> None:
     defn = get_metric(name)
     title = name + (f"  ({_ARROW[defn.direction]})" if defn.direction in _ARROW else "")
     ax.set_title(title, fontsize=10)
@@ -80,7 +81,6 @@ def draw_metric(ax: Any, lake: Any, name: str, frame: pl.DataFrame, colors: dict
         ax.set_xticks(range(len(vals)), labels, rotation=20, ha="right", fontsize=8)
         ax.set_ylabel(name, fontsize=9)
         return
-    depths = _depths(lake, frame) if relative_depth else {}
     keys = ["extraction", "extraction2"] if has_pair else ["extraction"]
     for _, g in frame.group_by(keys, maintain_order=True):
         g = g.sort("layer")
@@ -112,17 +112,24 @@ def draw_metric(ax: Any, lake: Any, name: str, frame: pl.DataFrame, colors: dict
     ax.set_ylabel(name, fontsize=9)
 
 
-def plot_metrics(lake: Any, names: Any, dataset: str, out: Any, *, model: Any = None, layers: Any = "all",
-                 relative_depth: bool = False, ncols: int | None = None, title: str | None = None,
-                 dpi: int = 130, **params: Any) -> Path:
-    """Compute (or read from cache) each metric and draw it to ``out`` (PNG, or any matplotlib format)."""
+def plot_metrics(frames: Mapping[str, pl.DataFrame], out: Any, *, dataset: str, relative_depth: bool = False,
+                 depths: Mapping[str, int] | None = None, ncols: int | None = None, title: str | None = None,
+                 dpi: int = 130) -> Path:
+    """Draw each metric's frame (``{name: Lake.metric(name, ...)}``) to ``out`` (PNG, or any matplotlib format).
+
+    ``depths``: blocks per extraction (:func:`layer_counts`), needed with ``relative_depth``.
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    names = [names] if isinstance(names, str) else list(names)
+    names = list(frames)
     if not names:
         raise SpecError("plot: give at least one metric name")
-    frames = metric_frames(lake, names, dataset, model=model, layers=layers, **params)
+    if relative_depth:
+        missing = sorted({e for f in frames.values() for e in f["extraction"].unique().to_list()} - set(depths or {}))
+        if missing:
+            raise SpecError(f"plot: relative_depth needs the number of blocks of extraction(s) {missing}; "
+                            "pass depths=layer_counts(store, frames.values())")
     models: list[str] = []
     for f in frames.values():
         for m in f["model"].to_list():
@@ -138,7 +145,7 @@ def plot_metrics(lake: Any, names: Any, dataset: str, out: Any, *, model: Any = 
     FigureCanvasAgg(fig)
     axes = fig.subplots(nrows, ncols, squeeze=False)
     for i, n in enumerate(names):
-        draw_metric(axes[i // ncols][i % ncols], lake, n, frames[n], colors, relative_depth)
+        draw_metric(axes[i // ncols][i % ncols], n, frames[n], colors, relative_depth, depths or {})
     for j in range(k, nrows * ncols):
         axes[j // ncols][j % ncols].set_visible(False)
     handles, labels = [], []

@@ -20,6 +20,8 @@ the vector relations' own columns (extraction, model, layer, doc_hash, window,
 position, dataset, ...) are pushed down to the chunks that hold the rows.
 
 Extensions (the metric engine) add functions with :func:`register_sql_extension`.
+A :class:`SqlCatalog` sits on a :class:`~layerlake.queries.engine.QueryEngine`
+(the engine never imports this module); ``Lake.sql_catalog`` holds the lake's.
 """
 
 from __future__ import annotations
@@ -65,7 +67,9 @@ FILE_WRITING_TYPES = {"COPY", "EXPORT", "ATTACH", "COPY_DATABASE"}
 
 
 def register_sql_extension(fn: SqlExtension) -> SqlExtension:
-    """Call ``fn(conn, lake)`` once on every SQL connection of every lake (after the relations exist).
+    """Call ``fn(conn, engine)`` once on every SQL connection of every lake (after the relations exist).
+
+    ``engine``: the lake's :class:`~layerlake.queries.engine.QueryEngine` (``engine.store`` is its store).
 
     Use it to add functions, macros or relations, e.g. the metric engine's
     table functions. Usable as a decorator; registering the same function twice
@@ -101,7 +105,7 @@ class SqlCatalog:
         self._metrics_key: Any = None
         self._lock = threading.RLock()
 
-    def connection(self, lake: Any) -> duckdb.DuckDBPyConnection:
+    def connection(self) -> duckdb.DuckDBPyConnection:
         with self._lock:
             snap = self.engine.snapshot()
             fresh = self.conn is None
@@ -119,13 +123,14 @@ class SqlCatalog:
                 self._applied = []
             for ext in sql_extensions():  # also extensions registered after the connection was opened
                 if ext not in self._applied:
-                    ext(self.conn, lake)
+                    ext(self.conn, self.engine)
                     self._applied.append(ext)
             return self.conn
 
-    def sql(self, lake: Any, query: str, params: Any = None) -> duckdb.DuckDBPyRelation | None:
-        check_statements(query, lake_root=self.engine.store.fs, read_only=False)
-        conn = self.connection(lake)
+    def sql(self, query: str, params: Any = None, *, read_only: bool = False) -> duckdb.DuckDBPyRelation | None:
+        """Run ``query``; ``read_only``: refuse anything but reads (else only writes into the lake)."""
+        check_statements(query, lake_root=self.engine.store.fs, read_only=read_only)
+        conn = self.connection()
         return conn.sql(query, params=params) if params is not None else conn.sql(query)
 
 
@@ -139,14 +144,12 @@ def new_connection(store: Any) -> duckdb.DuckDBPyConnection:
     return conn
 
 
-def connect(lake: Any) -> duckdb.DuckDBPyConnection:
-    """A new, independent DuckDB connection with the lake's relations and extensions (e.g. one per thread)."""
-    from .engine import engine_for
-    engine = engine_for(lake)
+def connect(engine: "QueryEngine") -> duckdb.DuckDBPyConnection:
+    """A new, independent DuckDB connection with the relations and extensions of ``engine``'s lake (``lake.engine``)."""
     conn = new_connection(engine.store)
     build_relations(conn, engine, engine.snapshot(), set())
     for ext in sql_extensions():
-        ext(conn, lake)
+        ext(conn, engine)
     return conn
 
 

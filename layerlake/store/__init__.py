@@ -11,11 +11,12 @@ from .hashing import doc_hash, extraction_id, json_hash
 from .importer import ImportReport, import_lake, verify_export
 from .shards import DOCS_SCHEMA, TOKENS_SCHEMA, ShardData, read_parquet, write_shard
 from .specs import CaptureSpec, JacobianSketch, parse_layers
+from .verify import verify_lake
 
 __all__ = [
     "FORMAT_VERSION", "DocLocation", "LakeStore", "check_dataset_name", "LakeFS", "canonical_json",
     "doc_hash", "extraction_id", "json_hash", "DOCS_SCHEMA", "TOKENS_SCHEMA", "ShardData",
     "read_parquet", "write_shard", "CaptureSpec", "JacobianSketch", "parse_layers",
     "ExportReport", "export_dataset", "GCReport", "collect_garbage", "remove_dataset", "ImportReport", "import_lake",
-    "verify_export",
+    "verify_export", "verify_lake",
 ]

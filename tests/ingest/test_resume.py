@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 SCRIPT = """
 import sys, layerlake as ll
-from layerlake.quickstart import quickstart_corpus
+from layerlake.cli.quickstart import quickstart_corpus
 docs = [d["text"] for d in quickstart_corpus(60)]
 ll.Lake(sys.argv[1]).ingest(sys.argv[2], docs, dataset="d", batch_tokens=1024, shard_bytes=1, max_length=64)
 """
@@ -32,7 +32,7 @@ def _ingest_in_subprocess(lake_dir: Path, model: Path) -> subprocess.Popen:
 
 @pytest.mark.parametrize("kill_after_commits", [1, 3])
 def test_sigkill_then_resume_equals_uninterrupted(tmp_path, tiny_gpt2, kill_after_commits):
-    from layerlake.quickstart import quickstart_corpus
+    from layerlake.cli.quickstart import quickstart_corpus
     docs = [d["text"] for d in quickstart_corpus(60)]
     ref = ll.Lake(tmp_path / "ref")
     ref.ingest(str(tiny_gpt2), docs, dataset="d", batch_tokens=1024, shard_bytes=1, max_length=64)

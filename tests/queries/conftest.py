@@ -17,7 +17,7 @@ def tiny_llama32(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def qdocs() -> list[dict]:
-    from layerlake.quickstart import quickstart_corpus
+    from layerlake.cli.quickstart import quickstart_corpus
     return quickstart_corpus(24)
 
 

@@ -20,7 +20,7 @@ def blocks(kind: str) -> list[str]:
 def doclake(tmp_path_factory, tiny_gpt2, minilm):
     """30 paragraphs of pydoc topics x (real MiniLM, tiny causal GPT-2), dataset 'pydoc-topics'."""
     import layerlake as ll
-    from layerlake.quickstart import quickstart_corpus
+    from layerlake.cli.quickstart import quickstart_corpus
     lake = ll.Lake(tmp_path_factory.mktemp("doclake") / "lake")
     docs = quickstart_corpus(30)
     lake.ingest(minilm, docs, dataset="pydoc-topics", model_name="all-MiniLM-L6-v2", max_length=128, progress=False)

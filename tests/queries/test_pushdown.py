@@ -10,7 +10,6 @@ import pytest
 
 import layerlake as ll
 from layerlake.queries.chunks import ChunkReader
-from layerlake.queries.engine import engine_for
 from layerlake.queries.vectors import split_conjuncts, to_ranges
 from layerlake.store import arrays
 
@@ -18,7 +17,7 @@ CHUNK_BYTES = 8 << 10  # 64 rows of a d=64 float16 layer: a few documents per ch
 
 
 def thousand_docs() -> list[str]:
-    from layerlake.quickstart import quickstart_corpus
+    from layerlake.cli.quickstart import quickstart_corpus
     out, seen = [], set()
     for d in quickstart_corpus(1000):
         for s in re.split(r"(?<=[.!?])\s+", d["text"]):
@@ -48,7 +47,7 @@ def big(tmp_path_factory, tiny_gpt2):
 
 def _layer_bytes(lake, layer: int) -> int:
     eid = lake.extraction_id("thousand")
-    return engine_for(lake).snapshot().layer_stored_bytes(eid, layer)
+    return lake.engine.snapshot().layer_stored_bytes(eid, layer)
 
 
 def test_lake_is_shaped_for_the_check(big):
@@ -151,7 +150,7 @@ def test_chunk_reader_fill_matches_numpy(tmp_path, dtype):
 
 def test_read_vectors_streams_in_bounded_blocks(big, monkeypatch):
     """A full layer is read a few chunks at a time straight into the result (no whole-layer buffer)."""
-    reader = engine_for(big).reader
+    reader = big.engine.reader
     block_rows = 3 * (CHUNK_BYTES // (64 * 2))
     monkeypatch.setattr(reader, "block_bytes", 3 * CHUNK_BYTES)
     sizes = []

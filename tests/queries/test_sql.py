@@ -97,8 +97,7 @@ def test_refresh_sees_new_commits_and_reuses_the_connection(plake, tmp_path, tin
 
 
 def sqlmod_conn(lake):
-    from layerlake.queries.engine import engine_for
-    return engine_for(lake).sql_catalog().connection(lake)
+    return lake.sql_catalog.connection()
 
 
 def test_metric_files_appear(plake, tmp_path):
@@ -126,8 +125,8 @@ def test_extension_hook_runs_on_new_connections(plake, tmp_path):
         lake = ll.Lake(plake.store.fs.root, mode="r")
         assert lake.sql("SELECT ll_double(21)").fetchall() == [(42,)]
         assert lake.sql("SELECT ll_double(1)").fetchall() == [(2,)]
-        assert seen == [lake]  # once per connection, not per query
-        conn = sqlmod.connect(lake)
+        assert seen == [lake.engine]  # once per connection, not per query
+        conn = sqlmod.connect(lake.engine)
         assert conn.sql("SELECT ll_double(2), (SELECT count(*) > 0 FROM tokens)").fetchall() == [(4, True)]
         assert len(seen) == 2
     finally:

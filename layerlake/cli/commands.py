@@ -1,19 +1,10 @@
-"""The ``layerlake`` command line.
-
-Exit codes: 0 success, 1 runtime error (damaged data, failed write), 2 bad input
-or usage. Errors are one line on stderr; set LAYERLAKE_DEBUG=1 for tracebacks.
-"""
+"""The sub-commands of ``layerlake``: each adds its parser and runs through :class:`layerlake.Lake`."""
 
 from __future__ import annotations
 
-import argparse
 import json
-import logging
-import os
 import sys
 from typing import Any, Callable
-
-from .errors import LayerlakeError
 
 COMMANDS: list[Callable[[Any], None]] = []
 
@@ -24,13 +15,8 @@ def command(fn: Callable[[Any], None]) -> Callable[[Any], None]:
     return fn
 
 
-def _console() -> Any:
-    from rich.console import Console
-    return Console()
-
-
 def _lake(args: Any, mode: str = "a") -> Any:
-    from .lake import Lake
+    from .. import Lake
     return Lake(args.lake, mode=mode)
 
 
@@ -79,8 +65,7 @@ def _add_ingest(sub: Any) -> None:
 
 
 def _cmd_ingest(args: Any) -> int:
-    from .errors import SpecError
-    from .store import JacobianSketch
+    from .. import JacobianSketch, SpecError
     jac = None
     if args.jacobian_k:
         jac = JacobianSketch(k=args.jacobian_k, l=args.jacobian_l, positions=args.jacobian_positions,
@@ -123,61 +108,14 @@ def _add_ls(sub: Any) -> None:
 
 
 def _cmd_ls(args: Any) -> int:
+    from . import render
     lake = _lake(args, mode="r")
     info = lake.ls()
     if args.json:
         print(json.dumps(info, indent=2, default=str))
         return 0
-    print_summary(info)
+    render.print_summary(info)
     return 0
-
-
-def print_summary(info: dict[str, Any]) -> None:
-    from rich.table import Table
-    con = _console()
-    t = Table(title=f"extractions in {info['lake']}")
-    for col in ("extraction", "model", "revision", "layers", "d_model", "dtype", "documents", "tokens", "MB"):
-        t.add_column(col)
-    for e in info["extractions"]:
-        layers = e["layers"]
-        lay = f"{layers[0]}..{layers[-1]} ({len(layers)})" if layers else "-"
-        t.add_row(e["extraction"], ", ".join(e["aliases"]) or str(e["model"]), str(e["revision"] or "-"), lay,
-                  str(e["d_model"]), str(e["dtype"]), f"{e['documents']:,}", f"{e['tokens']:,}",
-                  f"{e['bytes'] / 1e6:,.1f}")
-    con.print(t)
-    t = Table(title="provenance")
-    for col in ("extraction", "model class", "weights", "tokenizer", "capture", "created"):
-        t.add_column(col)
-    for e in info["extractions"]:
-        t.add_row(e["extraction"], str(e.get("model_class") or "-"), (e.get("weights_hash") or "-")[:12],
-                  (e.get("tokenizer_hash") or "-")[:12], _short_capture(e.get("capture")),
-                  str(e.get("created") or "-"))
-    con.print(t)
-    t = Table(title="datasets")
-    for col in ("dataset", "documents", "models"):
-        t.add_column(col)
-    for d in info["datasets"]:
-        t.add_row(d["dataset"], f"{d['documents']:,}", ", ".join(d["models"]))
-    con.print(t)
-
-
-def _short_capture(capture: Any) -> str:
-    """``{'max_length': 256, ...}`` (or its str form) -> ``len=256 truncate float16``."""
-    if isinstance(capture, str):
-        import ast
-        try:
-            capture = ast.literal_eval(capture)
-        except (ValueError, SyntaxError):
-            return capture
-    if not isinstance(capture, dict):
-        return "-"
-    parts = [f"len={capture.get('max_length')}", str(capture.get("overflow"))]
-    if capture.get("overflow") == "window":
-        parts.append(f"stride={capture.get('stride')}")
-    parts.append(str(capture.get("dtype")))
-    if capture.get("add_special_tokens") is False:
-        parts.append("no-special-tokens")
-    return " ".join(parts)
 
 
 @command
@@ -244,7 +182,7 @@ def _add_import(sub: Any) -> None:
 
 
 def _cmd_import(args: Any) -> int:
-    from .lake import import_lake
+    from .. import import_lake
     print(import_lake(args.src, args.lake).summary())
     return 0
 
@@ -308,16 +246,13 @@ def _add_sql(sub: Any) -> None:
 
 
 def _cmd_sql(args: Any) -> int:
+    from . import render
     import duckdb
 
-    from .queries.output import write_result
-    from .queries.sql import check_statements
-
     lake = _lake(args, mode="r")
-    check_statements(args.query, lake_root=lake.store.fs, read_only=True)
     try:
-        rel = lake.sql(args.query)
-        write_result(rel, fmt=args.format, out=args.out, lake_fs=lake.store.fs, max_rows=args.max_rows)
+        rel = lake.sql(args.query, read_only=True)
+        render.write_result(rel, fmt=args.format, out=args.out, lake=lake, max_rows=args.max_rows)
     except duckdb.Error as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -326,7 +261,7 @@ def _cmd_sql(args: Any) -> int:
 
 # -- metric / plot ----------------------------------------------------------------------------
 def _engine_kwargs(args: Any) -> dict[str, Any]:
-    from .queries.metric_cli import parse_params
+    from ..queries.metric_cli import parse_params
     kwargs = parse_params(args.param)
     if getattr(args, "refresh", False):
         kwargs["cache"] = "refresh"
@@ -368,17 +303,18 @@ def _add_metric(sub: Any) -> None:
 
 
 def _cmd_metric(args: Any) -> int:
-    from .errors import SpecError
-    from .queries.metric_cli import metric_listing, write_frame
+    from . import render
+    from .. import SpecError
+    from ..queries.metric_cli import metric_listing
     if args.list:
-        note = write_frame(metric_listing(), args.format, args.out, "metrics", drop=("source",))
+        note = render.write_frame(metric_listing(), args.format, args.out, "metrics", drop=("source",))
         if note:
             print(note, file=sys.stderr)
         return 0
     missing = [f for f, v in (("NAME", args.name), ("--lake", args.lake), ("--dataset", args.dataset)) if not v]
     if missing:
         raise SpecError(f"layerlake metric needs {', '.join(missing)} (see layerlake metric --help)")
-    from .metrics import get_metric
+    from ..metrics import get_metric
     get_metric(args.name)  # unknown name -> error listing the valid ones, before opening the lake
     lake = _lake(args, mode="r" if args.explain else "a")
     kwargs = _engine_kwargs(args)
@@ -387,7 +323,7 @@ def _cmd_metric(args: Any) -> int:
                                   per=args.per, **kwargs))
         return 0
     frame = lake.metric(args.name, args.dataset, model=_models_arg(args), layers=args.layers, per=args.per, **kwargs)
-    note = write_frame(frame, args.format, args.out, f"{args.name} on {args.dataset}",
+    note = render.write_frame(frame, args.format, args.out, f"{args.name} on {args.dataset}",
                        drop=("dataset", "metric", "extraction2"))
     if note:
         print(note, file=sys.stderr)
@@ -414,13 +350,13 @@ def _add_plot(sub: Any) -> None:
 
 
 def _cmd_plot(args: Any) -> int:
-    from .errors import SpecError
+    from .. import SpecError
     names = [n.strip() for n in (args.panel or "").split(",") if n.strip()]
     if args.name:
         names.insert(0, args.name)
     if not names:
         raise SpecError("layerlake plot needs a metric NAME or --panel NAME1,NAME2")
-    from .metrics import get_metric
+    from ..metrics import get_metric
     for n in names:
         get_metric(n)
     lake = _lake(args)
@@ -443,63 +379,7 @@ def _add_quickstart(sub: Any) -> None:
 
 
 def _cmd_quickstart(args: Any) -> int:
+    from . import render
     from .quickstart import run_quickstart
-    run_quickstart(args.lake, n_docs=args.docs, console=_console())
+    run_quickstart(args.lake, n_docs=args.docs, console=render.console())
     return 0
-
-
-# -- main -------------------------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="layerlake",
-        description="An offline activation data lake for transformer models: ingest once, then query stored "
-                    "hidden states, losses and Jacobian sketches with SQL, Polars and metrics.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    # the same two flags are accepted after the sub-command too
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
-                        help="log progress details")
-    common.add_argument("--no-progress", action="store_true", default=argparse.SUPPRESS, help="hide progress bars")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
-    add_parser = sub.add_parser
-    sub.add_parser = lambda *a, **k: add_parser(*a, parents=[common, *k.pop("parents", [])], **k)  # type: ignore
-    for add in COMMANDS:
-        add(sub)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from .progress import set_progress
-    if args.no_progress:
-        set_progress(False)
-    try:
-        return int(args.func(args) or 0)
-    except LayerlakeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("interrupted; committed shards are kept, run the same command again to resume", file=sys.stderr)
-        return 130
-    except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"error: write or read failed: {exc}", file=sys.stderr)
-        return 1
-    except Exception as exc:  # the CLI never shows a traceback unless asked
-        if os.environ.get("LAYERLAKE_DEBUG"):
-            raise
-        print(f"internal error: {type(exc).__name__}: {exc} (set LAYERLAKE_DEBUG=1 for a traceback)",
-              file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
