@@ -19,5 +19,3 @@ from . import matrix_entropy  # noqa: F401  (paper 4)
 from . import trajectory  # noqa: F401  (paper 5, trajectories)
 
 __all__ = ["REGISTRY", "MetricDef", "get_metric", "list_metrics", "metric", "register"]
-
-from . import hints as hints  # noqa: E402  (last: engine hints for metrics registered above)

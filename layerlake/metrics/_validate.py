@@ -17,12 +17,18 @@ from numpy import ndarray
 from ..errors import SpecError
 
 
-def as_float64(x: Any, name: str, ndim: int) -> ndarray:
-    """``x`` as a float64 array with exactly ``ndim`` dimensions and finite values."""
+def as_float64(x: Any, name: str, ndim: int, *, finite: bool = True, min_rows: int = 0) -> ndarray:
+    """``x`` as a float64 array with exactly ``ndim`` dimensions and at least ``min_rows`` rows.
+
+    ``finite=True`` also rejects NaN and inf; metrics that return NaN for
+    degenerate input pass ``finite=False``.
+    """
     arr = np.asarray(x, dtype=np.float64)
     if arr.ndim != ndim:
         raise SpecError(f"{name}: expected a {ndim}-D array, got shape {arr.shape}")
-    if not np.all(np.isfinite(arr)):
+    if arr.shape[0] < min_rows:
+        raise SpecError(f"{name}: expected at least {min_rows} rows, got shape {arr.shape}")
+    if finite and not np.all(np.isfinite(arr)):
         raise SpecError(
             f"{name}: contains NaN or inf ({int(np.sum(~np.isfinite(arr)))} values); "
             "check the stored activations (float16 overflow?)"
@@ -45,20 +51,6 @@ def check_views(v: Any, name: str, exact_views: int | None = None) -> ndarray:
     if n_views < 2:
         raise SpecError(f"{name}: expected at least 2 views per document, got {n_views} (shape {arr.shape})")
     return arr
-
-
-def as_f64(a: Any, ndim: int, name: str, *, min_rows: int = 1) -> ndarray:
-    """``a`` as a float64 array with ``ndim`` dimensions and at least ``min_rows`` rows.
-
-    Unlike :func:`as_float64` this does not reject non-finite values (callers
-    that can return NaN for degenerate input use it).
-    """
-    out = np.asarray(a, dtype=np.float64)
-    if out.ndim != ndim:
-        raise SpecError(f"{name}: expected a {ndim}-d array, got shape {out.shape}")
-    if out.shape[0] < min_rows:
-        raise SpecError(f"{name}: expected at least {min_rows} rows, got shape {out.shape}")
-    return out
 
 
 def check_positive(name: str, value: float) -> None:

@@ -53,6 +53,7 @@ def prepare_views(v: ndarray, name: str, normalize: bool, exact_views: int | Non
     invariances=("scale", "translation", "rotation", "permutation"),
     source=f"{_SRC}; Chen et al. 2020 (NT-Xent); METRICS.md 2.9",
     description="InfoNCE loss between two augmented views of each document; lower = more augmentation-invariant.",
+    n_views=2,
 )
 def infonce(v: ndarray, *, version: str = "ntxent", tau: float = 0.1, normalize: bool = True) -> float:
     """InfoNCE between the 2 views of every document (METRICS.md 2.9).
@@ -204,6 +205,7 @@ def difference_of_entropies(k_a: ndarray, k_b: ndarray, permutations: ndarray, a
         "Difference of matrix entropies between shuffled and aligned pairs of view Grams: "
         "how much information the two views of each document share; / min(log N, log D) by default."
     ),
+    n_views=2,
 )
 def dime(
     v: ndarray,

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ._validate import as_f64
+from ._validate import as_float64
 from .registry import metric
 
 _SOURCE = "paper 3 (Song et al. 2025), METRICS.md 4 (formula UNVERIFIED, proposal)"
@@ -29,7 +29,7 @@ def correlator_lin(h: np.ndarray) -> float:
     ``sum_{i != j} <h_i, h_j> = ||sum_i h_i||^2 - sum_i ||h_i||^2``. n identical
     vectors give ``(n - 1) / n``; zero-mean clouds give ~0. All-zero input: NaN.
     """
-    h = as_f64(h, 2, "correlator_lin: h [n, d]", min_rows=2)
+    h = as_float64(h, "correlator_lin: h [n, d]", 2, finite=False, min_rows=2)
     sq = float(np.einsum("ij,ij->", h, h))
     total = h.sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -44,7 +44,7 @@ def correlator_sq(h: np.ndarray, centre: bool = False) -> float:
     is O(n d min(n, d)). ``centre=True`` subtracts the mean row first (our option:
     uncentred clouds with a large common direction give E_sq ~ 1).
     """
-    h = as_f64(h, 2, "correlator_sq: h [n, d]", min_rows=2)
+    h = as_float64(h, "correlator_sq: h [n, d]", 2, finite=False, min_rows=2)
     if centre:
         h = h - h.mean(axis=0)
     n, d = h.shape

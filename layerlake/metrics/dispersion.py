@@ -15,7 +15,7 @@ import numpy as np
 from scipy import stats
 
 from ..errors import SpecError
-from ._validate import as_f64
+from ._validate import as_float64
 from .registry import metric
 
 
@@ -36,7 +36,7 @@ def representation_dispersion(h: np.ndarray) -> float:
     ``u_i``, so the cost is O(T d). A zero row makes the result NaN (0/0, as in the
     official code).
     """
-    h = as_f64(h, 2, "representation_dispersion: h [tokens, d_model]", min_rows=2)
+    h = as_float64(h, "representation_dispersion: h [tokens, d_model]", 2, finite=False, min_rows=2)
     t = h.shape[0]
     with np.errstate(invalid="ignore", divide="ignore"):
         u = h / np.linalg.norm(h, axis=1, keepdims=True)
@@ -71,8 +71,8 @@ def perplexity_groups(
     come back). Groups with mean PPL >= ``max_ppl`` are then discarded (the paper
     uses 25 for wikitext; ``None`` keeps all).
     """
-    ppl = as_f64(ppl, 1, "perplexity_groups: ppl [chunks]")
-    values = as_f64(values, 1, "perplexity_groups: values [chunks]")
+    ppl = as_float64(ppl, "perplexity_groups: ppl [chunks]", 1, finite=False, min_rows=1)
+    values = as_float64(values, "perplexity_groups: values [chunks]", 1, finite=False, min_rows=1)
     if ppl.shape != values.shape:
         raise SpecError(f"perplexity_groups: ppl {ppl.shape} and values {values.shape} differ in length")
     if not np.all(np.isfinite(ppl)):
@@ -105,8 +105,8 @@ def correlation_summary(x: np.ndarray, y: np.ndarray) -> dict[str, float]:
     Used for dispersion vs group perplexity (METRICS.md 3.2 step 5). Returns
     ``{"n", "pearson_r", "pearson_p", "spearman_rho", "spearman_p"}``.
     """
-    x = as_f64(x, 1, "correlation_summary: x [n]", min_rows=3)
-    y = as_f64(y, 1, "correlation_summary: y [n]", min_rows=3)
+    x = as_float64(x, "correlation_summary: x [n]", 1, finite=False, min_rows=3)
+    y = as_float64(y, "correlation_summary: y [n]", 1, finite=False, min_rows=3)
     if x.shape != y.shape:
         raise SpecError(f"correlation_summary: x {x.shape} and y {y.shape} differ in length")
     pr = stats.pearsonr(x, y)

@@ -147,6 +147,35 @@ def _gram_entropy(z: ndarray, alpha: float, variant: str) -> float:
     return float(matrix_entropy_from_gram(g / trace, alpha))
 
 
+def prompt_entropy_batched(hs: ndarray, *, alpha: float = 1.0, variant: str = "faithful",
+                           normalization: str = "maxEntropy") -> ndarray:
+    """:func:`prompt_entropy` of every ``hs[i]`` (METRICS.md 2.3), one batched ``eigvalsh``.
+
+    ``hs: Float[ndarray, "docs tokens d_model"]`` (documents of equal token count) ->
+    ``Float[ndarray, "docs"]``; the registry's ``batched`` twin of :func:`prompt_entropy`.
+    """
+    check_choice("variant", variant, ENTROPY_VARIANTS)
+    check_choice("normalization", normalization, NORMALIZATIONS)
+    hs = np.asarray(hs, dtype=np.float64)
+    if hs.ndim != 3:
+        raise SpecError(f"prompt_entropy_batched: expected [docs, tokens, d_model], got shape {hs.shape}")
+    b, n, d = hs.shape
+    out = np.full(b, math.nan)
+    if n < 2 or b == 0:
+        return out
+    z = row_normalize(hs)
+    zt = np.swapaxes(z, -1, -2)
+    g = z @ zt if n <= d else zt @ z  # the official branch choice, per matrix
+    if variant == "faithful":
+        g = np.maximum(g, 0.0)
+    trace = np.trace(g, axis1=-2, axis2=-1)
+    ok = trace > 0
+    if ok.any():
+        s = np.atleast_1d(matrix_entropy_from_gram(g[ok] / trace[ok][:, None, None], alpha))
+        out[ok] = [normalize_entropy(float(v), normalization, n, d) for v in s]
+    return out
+
+
 @metric(
     name="prompt_entropy",
     input="doc_hidden",
@@ -156,6 +185,7 @@ def _gram_entropy(z: ndarray, alpha: float, variant: str) -> float:
     direction="none",
     invariances=("scale", "translation", "permutation"),
     source="Skean et al. 2025 'Layer by Layer' (arXiv:2502.02013), official code; METRICS.md 2.3",
+    batched=prompt_entropy_batched,
     description=(
         "Matrix entropy of the trace-normalised Gram of a prompt's centred, unit-norm tokens, "
         "divided by min(log N, log D) by default; low = compressed prompt representation."

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..errors import SpecError
-from ._validate import as_f64
+from ._validate import as_float64
 from .registry import metric
 
 
@@ -32,7 +32,7 @@ def perplexity(nll: np.ndarray) -> float:
     documents of these numbers (document-weighted). The corpus perplexity,
     ``exp`` of the token-weighted mean NLL, is :func:`corpus_perplexity`.
     """
-    nll = as_f64(nll, 1, "perplexity: nll [tokens]")
+    nll = as_float64(nll, "perplexity: nll [tokens]", 1, finite=False, min_rows=1)
     return float(np.exp(nll.mean()))
 
 
@@ -40,7 +40,8 @@ def corpus_perplexity(nlls: Sequence[np.ndarray]) -> float:
     """Token-weighted perplexity ``exp(sum_docs sum_t nll / total tokens)`` of ``[tokens_i]`` arrays."""
     if len(nlls) == 0:
         raise SpecError("corpus_perplexity: got no documents")
-    parts = [as_f64(x, 1, f"corpus_perplexity: nlls[{i}] [tokens]") for i, x in enumerate(nlls)]
+    parts = [as_float64(x, f"corpus_perplexity: nlls[{i}] [tokens]", 1, finite=False, min_rows=1)
+             for i, x in enumerate(nlls)]
     return float(np.exp(sum(p.sum() for p in parts) / sum(len(p) for p in parts)))
 
 
@@ -54,13 +55,13 @@ def corpus_perplexity(nlls: Sequence[np.ndarray]) -> float:
 )
 def mean_norm(h: np.ndarray) -> float:
     """``mean_i ||h_i||`` for ``h``: ``[tokens, d_model]``."""
-    h = as_f64(h, 2, "mean_norm: h [tokens, d_model]")
+    h = as_float64(h, "mean_norm: h [tokens, d_model]", 2, finite=False, min_rows=1)
     return float(np.linalg.norm(h, axis=1).mean())
 
 
 def _pair(x: np.ndarray, y: np.ndarray, name: str, same_d: bool, min_rows: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    x = as_f64(x, 2, f"{name}: x [n, d]", min_rows=min_rows)
-    y = as_f64(y, 2, f"{name}: y [n, d]", min_rows=min_rows)
+    x = as_float64(x, f"{name}: x [n, d]", 2, finite=False, min_rows=min_rows)
+    y = as_float64(y, f"{name}: y [n, d]", 2, finite=False, min_rows=min_rows)
     if x.shape[0] != y.shape[0] or (same_d and x.shape[1] != y.shape[1]):
         what = "shapes" if same_d else "row counts"
         raise SpecError(f"{name}: x {x.shape} and y {y.shape} have different {what}")

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..errors import SpecError
-from ._validate import as_f64, check_choice
+from ._validate import as_float64, check_choice
 from .registry import metric
 
 NORMALIZATIONS = ("norm", "trace")
@@ -37,7 +37,7 @@ def sketch_reconstruct(Y: np.ndarray, W: np.ndarray, Psi: np.ndarray) -> tuple[n
     """
     Y = np.asarray(Y, dtype=np.float64)
     W = np.asarray(W, dtype=np.float64)
-    Psi = as_f64(Psi, 2, "sketch_reconstruct: Psi [d, l]")
+    Psi = as_float64(Psi, "sketch_reconstruct: Psi [d, l]", 2, finite=False, min_rows=1)
     d, l = Psi.shape
     if Y.ndim < 2 or Y.shape[-2] != d:
         raise SpecError(f"sketch_reconstruct: Y must be [..., d={d}, k], got shape {Y.shape}")
@@ -59,8 +59,8 @@ def top_singular_triplets(Q: np.ndarray, X: np.ndarray, K: int) -> tuple[np.ndar
     ``Q`` ``[d, k]``, ``X`` ``[k, d]``, ``K <= k``. ``Q`` is re-orthonormalised
     (``Q = Q' R``, SVD of ``R X``), so it need not be exactly orthonormal. O(d k^2).
     """
-    Q = as_f64(Q, 2, "top_singular_triplets: Q [d, k]")
-    X = as_f64(X, 2, "top_singular_triplets: X [k, d]")
+    Q = as_float64(Q, "top_singular_triplets: Q [d, k]", 2, finite=False, min_rows=1)
+    X = as_float64(X, "top_singular_triplets: X [k, d]", 2, finite=False, min_rows=1)
     if X.shape != (Q.shape[1], Q.shape[0]):
         raise SpecError(f"top_singular_triplets: Q {Q.shape} and X {X.shape} are not [d, k] and [k, d]")
     if not 1 <= K <= Q.shape[1]:
@@ -103,13 +103,13 @@ class JacobianFactors:
     @classmethod
     def from_sketch(cls, Y: np.ndarray, W: np.ndarray, Psi: np.ndarray) -> JacobianFactors:
         """Factors of one Jacobian from ``Y`` ``[d, k]``, ``W`` ``[l, d]``, ``Psi`` ``[d, l]`` (8.3)."""
-        q, x = sketch_reconstruct(as_f64(Y, 2, "from_sketch: Y [d, k]"), W, Psi)
+        q, x = sketch_reconstruct(as_float64(Y, "from_sketch: Y [d, k]", 2, finite=False, min_rows=1), W, Psi)
         return cls(q, x)
 
     @classmethod
     def from_dense(cls, jres: np.ndarray, rank: int | None = None) -> JacobianFactors:
         """Exact factors ``Q = U_r``, ``X = S_r V_r^T`` of a full ``[d, d]`` matrix (``rank=None``: r = d)."""
-        jres = as_f64(jres, 2, "from_dense: jres [d, d]")
+        jres = as_float64(jres, "from_dense: jres [d, d]", 2, finite=False, min_rows=1)
         if jres.shape[0] != jres.shape[1]:
             raise SpecError(f"from_dense: jres must be square [d, d], got {jres.shape}")
         u, s, vt = np.linalg.svd(jres)
@@ -182,7 +182,7 @@ def coupling_matrix_exact(
     ``M_ij = U_{j,K}^T J_i V_{j,K}``. O(L d^3 + L^2 d^2 K).
     """
     _check_coupling_args(K, normalization, variant)
-    J = as_f64(jacobians, 3, "coupling_matrix_exact: jacobians [L, d, d]")
+    J = as_float64(jacobians, "coupling_matrix_exact: jacobians [L, d, d]", 3, finite=False, min_rows=1)
     if J.shape[1] != J.shape[2] or K > J.shape[1]:
         raise SpecError(f"coupling_matrix_exact: need square [L, d, d] with K <= d, got {J.shape}, K={K}")
     u, s, vt = np.linalg.svd(J)
@@ -200,7 +200,7 @@ def coupling_score(matrix: np.ndarray) -> float:
 
     Our choice of model-level aggregation (the paper's is unverified, METRICS.md 6.3).
     """
-    m = as_f64(matrix, 2, "coupling_score: matrix [L, L]")
+    m = as_float64(matrix, "coupling_score: matrix [L, L]", 2, finite=False, min_rows=1)
     if m.shape[0] != m.shape[1] or m.shape[0] < 2:
         raise SpecError(f"coupling_score: need a square [L, L] matrix with L >= 2, got {m.shape}")
     return float(m[~np.eye(m.shape[0], dtype=bool)].mean())
@@ -213,8 +213,8 @@ def linearization_fidelity(jres_list: Sequence[np.ndarray | JacobianFactors], x0
     ``x0``, ``xL``: ``[d]``. 1 when every block is linear and ``xL`` is its output.
     (The official code's product covers L-1 blocks while ``xL`` includes the last one.)
     """
-    x = as_f64(x0, 1, "linearization_fidelity: x0 [d]")
-    target = as_f64(xL, 1, "linearization_fidelity: xL [d]")
+    x = as_float64(x0, "linearization_fidelity: x0 [d]", 1, finite=False, min_rows=1)
+    target = as_float64(xL, "linearization_fidelity: xL [d]", 1, finite=False, min_rows=1)
     for jres in jres_list:
         x = x + (jres.matvec(x) if isinstance(jres, JacobianFactors) else np.asarray(jres, np.float64) @ x)
     with np.errstate(invalid="ignore", divide="ignore"):

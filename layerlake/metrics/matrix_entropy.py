@@ -17,7 +17,7 @@ import numpy as np
 from scipy import linalg
 
 from ..errors import SpecError
-from ._validate import as_f64, check_positive
+from ._validate import as_float64, check_positive
 from .registry import metric
 
 _SOURCE = "paper 4 (Tan, Li, Huang 2024), METRICS.md 5"
@@ -67,7 +67,7 @@ def matrix_entropy(h: np.ndarray) -> float:
     the mean token (0/0 in the normalisation, as in the official code). Direction "lower": the
     papers find entropy decreasing with model size.
     """
-    h = as_f64(h, 2, "matrix_entropy: h [tokens, d_model]", min_rows=2)
+    h = as_float64(h, "matrix_entropy: h [tokens, d_model]", 2, finite=False, min_rows=2)
     if h.shape[1] < 2:
         raise SpecError(f"matrix_entropy: needs d_model >= 2 (log d normaliser), got shape {h.shape}")
     lam = _cov_eigenvalues(_centre_unit_rows(h))
@@ -99,7 +99,7 @@ def coding_length_entropy(h: np.ndarray, eps: float = 0.5, centre: bool = True) 
     asks to report; the paper's value is unverified).
     """
     check_positive("coding_length_entropy: eps", eps)
-    h = as_f64(h, 2, "coding_length_entropy: h [tokens, d_model]", min_rows=2 if centre else 1)
+    h = as_float64(h, "coding_length_entropy: h [tokens, d_model]", 2, finite=False, min_rows=2 if centre else 1)
     d = h.shape[1]
     lam = _cov_eigenvalues(_centre_unit_rows(h) if centre else _unit_rows(h))
     scale = d / eps**2
@@ -108,7 +108,7 @@ def coding_length_entropy(h: np.ndarray, eps: float = 0.5, centre: bool = True) 
 
 def _context_and_target(h: np.ndarray, name: str, unit_rows: bool) -> tuple[np.ndarray, np.ndarray]:
     """Split ``h`` [N, d] into the context matrix ``Z = h[:-1].T`` [d, N-1] and ``z = h[-1]`` [d]."""
-    h = as_f64(h, 2, f"{name}: h [tokens, d_model]")
+    h = as_float64(h, f"{name}: h [tokens, d_model]", 2, finite=False, min_rows=1)
     if unit_rows:
         h = _unit_rows(h)
     return h[:-1].T, h[-1]

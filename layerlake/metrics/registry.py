@@ -24,16 +24,23 @@ Input kinds (what the engine passes as the first positional argument(s)):
 - ``"jacobian_sketch"``: ``factors: Sequence[JacobianFactors]`` (one per layer, in
   layer order, for one token) -> ndarray (e.g. an L x L coupling matrix).
 
-Optional engine hints (both default ``None``):
+Optional engine hints (both default ``None``), declared by each metric in its own
+``@metric(...)`` declaration:
 
 - ``batched``: for ``"doc_hidden"`` metrics, a vectorised twin of ``fn`` taking
   ``hs: Float[ndarray, "docs tokens d_model"]`` (documents of EQUAL token count,
   same parameters) and returning ``Float[ndarray, "docs"]`` equal to ``fn`` applied
   document by document. The engine groups documents by token count and uses it
-  when present (e.g. one batched ``eigvalsh`` for prompt entropy).
+  when present (e.g. one batched ``eigvalsh`` for prompt entropy); a common test
+  checks twin == function on random data.
 - ``n_views``: for ``"views"`` metrics that need an exact number of views per
   document (InfoNCE, DiME: 2); the engine then feeds the first ``n_views``
   augmented views unless the caller picks others.
+
+Parameters are canonical after :meth:`MetricDef.resolve_params`: a value takes the
+type of its declared default (CLI strings are parsed; ``alpha=1`` for a float
+parameter becomes ``1.0``; ``K=3.0`` for an int parameter becomes ``3``; numpy
+scalars become Python numbers), so equal values give equal cache keys.
 
 Granularities: ``"token"``, ``"document"``, ``"layer"``, ``"layer_pair"``, ``"model"``.
 """
@@ -42,6 +49,8 @@ from __future__ import annotations
 
 import dataclasses
 from typing import Any, Callable, Mapping
+
+import numpy as np
 
 from ..errors import NotFoundError, SpecError
 
@@ -99,7 +108,7 @@ class MetricDef:
         object.__setattr__(self, "params", dict(self.params))
 
     def resolve_params(self, given: Mapping[str, Any]) -> dict[str, Any]:
-        """Defaults overlaid with ``given``; unknown names raise listing the valid ones."""
+        """Defaults overlaid with ``given``, canonicalised; unknown names raise listing the valid ones."""
         unknown = sorted(set(given) - set(self.params))
         if unknown:
             raise SpecError(
@@ -109,7 +118,7 @@ class MetricDef:
         out = dict(self.params)
         for key, value in given.items():
             default = self.params[key]
-            out[key] = _coerce(self.name, key, value, default)
+            out[key] = _canonical(self.name, key, value, default)
         return out
 
     def non_default_params(self, given: Mapping[str, Any]) -> dict[str, Any]:
@@ -121,9 +130,26 @@ class MetricDef:
         return self.fn(*args, **self.resolve_params(params))
 
 
-def _coerce(metric: str, key: str, value: Any, default: Any) -> Any:
-    """Coerce CLI strings to the type of the default value."""
-    if not isinstance(value, str) or isinstance(default, str) or default is None:
+def _canonical(metric: str, key: str, value: Any, default: Any) -> Any:
+    """``value`` in the type of the declared ``default``: equal values, one representation."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, str):
+        value = _parse(metric, key, value, default)
+    if isinstance(default, bool) or isinstance(value, bool):
+        return value
+    if isinstance(default, float) and isinstance(value, int):
+        return float(value)
+    if isinstance(default, int) and isinstance(value, float):
+        if not value.is_integer():
+            raise SpecError(f"metric {metric!r}: parameter {key}={value!r} must be an integer (default {default})")
+        return int(value)
+    return value
+
+
+def _parse(metric: str, key: str, value: str, default: Any) -> Any:
+    """A CLI string in the type of the default value."""
+    if isinstance(default, str) or default is None:
         return value
     try:
         if isinstance(default, bool):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import SpecError
-from ._validate import as_f64
+from ._validate import as_float64
 from .registry import metric
 
 _SOURCE = "paper 5 (Aubry et al. 2025), METRICS.md "
@@ -20,7 +20,7 @@ _LOOP_TOL = 1e-12  # ||sum of unit steps|| <= _LOOP_TOL * steps counts as a clos
 
 
 def _traj(traj: np.ndarray, name: str, min_layers: int) -> np.ndarray:
-    traj = as_f64(traj, 3, f"{name}: traj [layers, tokens, d_model]")
+    traj = as_float64(traj, f"{name}: traj [layers, tokens, d_model]", 3, finite=False, min_rows=1)
     if traj.shape[0] < min_layers:
         raise SpecError(f"{name}: needs at least {min_layers} layers, got shape {traj.shape}")
     return traj

@@ -25,15 +25,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..errors import IntegrityError, NotFoundError, SpecError
-from ..metrics import get_metric
+from ..metrics import REGISTRY, MetricDef, get_metric
 from ..metrics.jacobian import JacobianFactors, coupling_matrix, linearization_fidelity, sketch_reconstruct
 from ..store import JacobianSketch, LakeStore, parse_layers, read_parquet
 from ..store.arrays import open_group, read_rows
 from ..store.sketch import check_test_matrix, sketch_key
 
 TokenKey = tuple[str, int, int]  # (doc_hash, window, position)
-EXTRA_METRICS = ("token_coupling", "linearization_fidelity")
-SKETCH_METRICS = ("coupling", "top_singular_values", "jacobian_coupling_score") + EXTRA_METRICS
 
 
 # -- catalog of sketches ---------------------------------------------------------------------------
@@ -302,14 +300,40 @@ def jacobian_factors(store: LakeStore, dataset: str, eid: str, layers: Any = "al
 
 
 # -- metrics -------------------------------------------------------------------------------------
+def sketch_metric_rows(store: LakeStore, dataset: str, eid: str, key: str, blocks: list[int], defn: MetricDef,
+                       params: dict[str, Any], docs: Sequence[str] | None = None,
+                       exact: bool = False) -> list[dict[str, Any]]:
+    """Registered Jacobian-sketch metric ``defn`` averaged over the sketched tokens: rows ``layer, layer2, value, n``.
+
+    ``defn.fn`` maps one token's per-block factors to a value; the rows follow its
+    shape: a number -> one row (layer null); ``[L]`` -> one row per block;
+    ``[L, L]`` (granularity ``layer_pair``) -> (block, block); ``[L, K]`` -> (block,
+    ``layer2`` = index 1..K, e.g. the rank of a singular value).
+    """
+    _check_rank(store, eid, key, defn.name, params, exact)
+    per_token = jacobian_factors(store, dataset, eid, blocks, key, docs=docs, exact=exact)
+    values = np.stack([np.asarray(defn.fn(f, **params), dtype=np.float64) for f in per_token.values()])
+    n = len(values)
+    mean = np.nanmean(values, axis=0)
+    if mean.ndim == 0:
+        return [{"layer": None, "layer2": None, "value": float(mean), "n": n}]
+    if mean.ndim == 1:
+        return [{"layer": a, "layer2": None, "value": float(mean[i]), "n": n} for i, a in enumerate(blocks)]
+    second = blocks if defn.granularity == "layer_pair" else list(range(1, mean.shape[1] + 1))
+    return [{"layer": a, "layer2": b, "value": float(mean[i, j]), "n": n}
+            for i, a in enumerate(blocks) for j, b in enumerate(second)]
+
+
 def compute_jacobian_metric(lake: Any, name: str, dataset: str, model: str | None = None, layers: Any = "all",
                             sketch: Any = None, exact: bool = False, **params: Any) -> pl.DataFrame:
     """A Jacobian metric of ``dataset``'s sketched tokens as a polars DataFrame (see docs/jacobians.md).
 
-    - ``coupling``: the ``[L, L]`` m_K matrix of each token, averaged over tokens
-      -> rows ``(layer, layer2, value)``; row = Jacobian diagonalised, layer2 = basis.
-    - ``jacobian_coupling_score``: mean off-diagonal m_K, averaged over tokens -> one row.
-    - ``top_singular_values``: mean over tokens of the top-K singular values -> ``(layer, rank, value)``.
+    - a registered ``jacobian_sketch`` metric (:func:`sketch_metric_rows`; the same
+      numbers as ``lake.metric``, which caches them):
+      ``coupling``: the ``[L, L]`` m_K matrix of each token, averaged over tokens
+      -> rows ``(layer, layer2, value)``; row = Jacobian diagonalised, layer2 = basis;
+      ``jacobian_coupling_score``: mean off-diagonal m_K, averaged over tokens -> one row;
+      ``top_singular_values``: mean over tokens of the top-K singular values -> ``(layer, rank, value)``.
     - ``token_coupling`` (not in the registry): at each block, m_K between the sketched
       tokens of one document (their own Jacobians J_tt, not cross-token J_{t t'}),
       mean off-diagonal per document, averaged over documents -> ``(layer, value)``.
@@ -323,8 +347,14 @@ def compute_jacobian_metric(lake: Any, name: str, dataset: str, model: str | Non
     ``sketch``, ``n`` (tokens or documents averaged) and ``metric``.
     """
     store: LakeStore = getattr(lake, "store", lake)
-    if name not in SKETCH_METRICS:
-        raise NotFoundError(f"unknown Jacobian metric {name!r}; valid: {', '.join(SKETCH_METRICS)}")
+    if name == "token_coupling":
+        mdef = get_metric("coupling")
+    elif name != "linearization_fidelity":
+        mdef = REGISTRY.get(name)
+        if mdef is None or mdef.input != "jacobian_sketch":
+            valid = sorted(n for n, d in REGISTRY.items() if d.input == "jacobian_sketch")
+            raise NotFoundError(f"unknown Jacobian metric {name!r}; valid: "
+                                f"{', '.join(valid + ['token_coupling', 'linearization_fidelity'])}")
     eid = store.resolve_extraction(dataset, model)
     key = resolve_sketch(store, eid, sketch)
     blocks = _resolve_blocks(store, eid, key, layers)
@@ -333,26 +363,25 @@ def compute_jacobian_metric(lake: Any, name: str, dataset: str, model: str | Non
         if params:
             raise SpecError(f"linearization_fidelity takes no parameters, got {sorted(params)}")
         return _linearization(store, dataset, eid, key, blocks, exact, base)
-    mdef = get_metric("coupling" if name == "token_coupling" else name)
     p = mdef.resolve_params(params)
-    k = int(sketch_catalog(store, eid)[key]["attrs"]["k"])
-    if p["K"] > k and not exact:
-        raise SpecError(f"{name}: K={p['K']} is larger than the sketch rank k={k}; pass K<={k}")
     if name == "token_coupling":
+        _check_rank(store, eid, key, name, p, exact)
         return _token_coupling(store, dataset, eid, key, blocks, exact, p, base)
-    per_token = jacobian_factors(store, dataset, eid, blocks, key, exact=exact)
-    values = np.stack([np.asarray(mdef.fn(f, **p), dtype=np.float64) for f in per_token.values()])
-    n = len(values)
-    if name == "jacobian_coupling_score":
-        return pl.DataFrame([{**base, "value": float(np.nanmean(values)), "n": n, **_pcols(p)}])
-    mean = np.nanmean(values, axis=0)
-    if name == "coupling":
-        recs = [{**base, "layer": a, "layer2": b, "value": float(mean[i, j]), "n": n, **_pcols(p)}
-                for i, a in enumerate(blocks) for j, b in enumerate(blocks)]
-    else:  # top_singular_values
-        recs = [{**base, "layer": a, "rank": r + 1, "value": float(mean[i, r]), "n": n, **_pcols(p)}
-                for i, a in enumerate(blocks) for r in range(mean.shape[1])]
+    rows = sketch_metric_rows(store, dataset, eid, key, blocks, mdef, p, exact=exact)
+    second = "layer2" if mdef.granularity == "layer_pair" else "rank"
+    recs = []
+    for r in rows:
+        where = {} if r["layer"] is None else {"layer": r["layer"]}
+        if r["layer2"] is not None:
+            where[second] = r["layer2"]
+        recs.append({**base, **where, "value": r["value"], "n": r["n"], **_pcols(p)})
     return pl.DataFrame(recs)
+
+
+def _check_rank(store: LakeStore, eid: str, key: str, name: str, params: dict[str, Any], exact: bool) -> None:
+    k = int(sketch_catalog(store, eid)[key]["attrs"]["k"])
+    if "K" in params and params["K"] > k and not exact:
+        raise SpecError(f"{name}: K={params['K']} is larger than the sketch rank k={k}; pass K<={k}")
 
 
 def _pcols(p: dict[str, Any]) -> dict[str, Any]:

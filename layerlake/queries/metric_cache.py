@@ -1,19 +1,15 @@
-"""The metric cache: one Parquet file per computed unit, keyed by content.
+"""The metric cache: one Parquet file per computed unit, named after its content key.
 
 Layout: ``<lake>/metrics/<extraction>/<key>.parquet``. A *unit* is what one
-file holds: one metric at one layer (or one layer pair, or the whole model for
-layer-free metrics) of one extraction over one ordered set of documents. The
-key is the hash of (extraction id, the fingerprint of the documents' hashes in
-order, ``metric@version``, the non-default metric parameters and the engine
-options that change values, sorted, and the unit) — the Hugging Face
-``datasets`` fingerprint habit: content, never names, paths or times. A new
-parameter value, a new metric version or other documents give a new key, so
-nothing is ever invalidated in place.
+file holds (:class:`~layerlake.queries.metric_plan.Unit`); its key is built by
+:func:`~layerlake.queries.metric_plan.unit_key`, the only key builder. This
+module stores and lists the files; it never builds a key.
 
 Rows (:data:`CACHE_SCHEMA`, exactly these columns, also the SQL view
 ``metrics``): per-document values (``doc_hash`` set) for document-granularity
-metrics, and one aggregate row per unit (``doc_hash`` NULL; for document
-metrics the mean over the documents with a finite value, ``n`` = their count).
+metrics, and the unit's aggregate rows (``doc_hash`` NULL; for document metrics
+one row, the mean over the documents with a finite value, ``n`` = their count;
+a Jacobian-sketch unit holds one row per layer pair or rank).
 Files are written whole and atomically (``LakeFS.write_bytes_atomic``), so a
 reader sees a unit completely or not at all; two processes computing the same
 unit write identical content and the last one wins.
@@ -22,21 +18,19 @@ unit write identical content and the last one wins.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import io
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..store import LakeStore, canonical_json, json_hash
+from ..store import LakeStore
 
 log = logging.getLogger(__name__)
 
 CACHE_DIR = "metrics"
-KEY_LEN = 32
 
 CACHE_SCHEMA = pa.schema([
     ("extraction", pa.string()),
@@ -52,35 +46,6 @@ CACHE_SCHEMA = pa.schema([
     ("n", pa.int64()),
     ("computed_at", pa.string()),
 ])
-
-
-def docs_fingerprint(doc_hashes: Iterable[str]) -> str:
-    """Fingerprint of an ordered list of document hashes (content, not the dataset name)."""
-    h = hashlib.sha256()
-    for d in doc_hashes:
-        h.update(d.encode())
-        h.update(b"\n")
-    return h.hexdigest()[:32]
-
-
-def unit_key(*, extraction: str, docs: str, metric: str, version: str, params: Mapping[str, Any],
-             unit: Mapping[str, Any]) -> str:
-    """Cache key of one unit; ``params`` = non-default metric parameters + value-changing engine options."""
-    return json_hash({"extraction": extraction, "docs": docs, "metric": f"{metric}@{version}",
-                      "params": dict(sorted(params.items())), "unit": dict(unit)}, KEY_LEN)
-
-
-def params_json(params: Mapping[str, Any]) -> str:
-    """The ``params`` column: canonical JSON (sorted keys) of the non-default parameters."""
-    return canonical_json(_plain(dict(params)))
-
-
-def _plain(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    return obj
 
 
 def cached_keys(store: LakeStore, eid: str) -> set[str]:

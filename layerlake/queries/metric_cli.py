@@ -8,6 +8,7 @@ from typing import Any
 import polars as pl
 
 from ..errors import SpecError
+from ..metrics import list_metrics
 
 
 def parse_params(items: Sequence[str] | None) -> dict[str, Any]:
@@ -25,7 +26,6 @@ def parse_params(items: Sequence[str] | None) -> dict[str, Any]:
 
 
 def metric_listing() -> pl.DataFrame:
-    from ..metrics import list_metrics
     return pl.DataFrame([{"metric": d.name, "input": d.input, "granularity": d.granularity,
                           "params": ", ".join(f"{k}={v!r}" for k, v in d.params.items()),
                           "direction": d.direction, "source": d.source} for d in list_metrics()])

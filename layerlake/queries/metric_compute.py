@@ -1,9 +1,10 @@
-"""Computing the units of a :class:`~layerlake.queries.metric_engine.MetricPlan` that are not cached.
+"""Computing the units of a :class:`~layerlake.queries.metric_plan.MetricPlan` that are not cached.
 
 One function per input kind. Each reads with :mod:`.metric_inputs` (one layer
-at a time, dataset order, blocks of documents), calls the registered pure
-function (float32 arrays in; the metric functions compute in float64), and
-returns cache rows. Document-granularity metrics use the registry's optional
+at a time, dataset order, blocks of documents) or, for Jacobian sketches,
+:func:`.jacobians.sketch_metric_rows`, calls the registered pure function
+(float32 arrays in; the metric functions compute in float64), and returns
+cache rows. Document-granularity metrics use the registry's optional
 ``batched`` twin on documents of equal token count. Units are written to the
 cache as soon as they are done, so an interrupted run keeps what it finished.
 """
@@ -15,7 +16,7 @@ import logging
 import math
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -24,6 +25,7 @@ from ..errors import SpecError
 from ..progress import track
 from ..store import LakeStore
 from . import metric_cache as mc
+from .jacobians import sketch_metric_rows
 from .metric_inputs import (
     ArrayHandles,
     LayerLocation,
@@ -36,14 +38,11 @@ from .metric_inputs import (
     sampled_tokens,
     token_sample,
 )
-
-if TYPE_CHECKING:
-    from .metric_engine import MetricPlan, Unit
+from .metric_plan import PER_DOC_KINDS, MetricPlan, Unit, params_json
 
 log = logging.getLogger(__name__)
 
 Row = dict[str, Any]
-SMALL_PROBLEM_KINDS = ("doc_hidden", "doc_nll", "doc_trajectory")  # one small matrix per document
 BATCH_BYTES = 16 << 20  # float64 bytes of one stacked batch for a metric's batched twin
 
 
@@ -63,12 +62,12 @@ def compute_units(store: LakeStore, plan: MetricPlan) -> dict[str, pa.Table]:
         return out
     ctx = _Context(store, plan)
     fn = _KIND[plan.kind]
-    with _blas_threads(1 if plan.kind in SMALL_PROBLEM_KINDS else None), \
+    with _blas_threads(1 if plan.kind in PER_DOC_KINDS else None), \
             track(f"{plan.defn.name}", total=len(todo), unit="units") as tr:
         def done(u: Unit, rows: list[Row]) -> None:
             common = {"extraction": u.eid, "model": u.model, "dataset": plan.request.dataset,
                       "metric": plan.defn.name, "version": plan.defn.version,
-                      "params": mc.params_json({**plan.key_params, **_unit_extra(plan, u)})}
+                      "params": params_json(plan.unit_params(u))}
             table = mc.unit_table([{"layer": u.layer, "layer2": u.layer2, **r} for r in rows], common)
             if plan.request.cache is not False:
                 mc.write_unit(store, u.eid, u.key, table)
@@ -99,15 +98,6 @@ def _blas_threads(limit: int | None) -> Iterator[None]:
         return
     with threadpool_limits(limits=limit, user_api="blas"):
         yield
-
-
-def _unit_extra(plan: MetricPlan, u: Unit) -> dict[str, Any]:
-    extra: dict[str, Any] = {}
-    if u.eid2 is not None:
-        extra["vs_extraction"] = u.eid2
-    if plan.kind == "doc_trajectory":
-        extra["layers"] = [l for _, l in u.reads]
-    return extra
 
 
 class _Context:
@@ -300,6 +290,14 @@ def _doc_trajectory(ctx: _Context, units: list[Unit], done: Callable[[Unit, list
         done(u, _doc_rows(locs[0].hashes, values, locs[0].tokens))
 
 
+# -- Jacobian sketches ------------------------------------------------------------------------
+def _jacobian_sketch(ctx: _Context, units: list[Unit], done: Callable[[Unit, list[Row]], None]) -> None:
+    for u in units:
+        rows = sketch_metric_rows(ctx.store, ctx.plan.request.dataset, u.eid, u.extra["sketch"], u.unit["blocks"],
+                                  ctx.plan.defn, ctx.params, docs=ctx.plan.docs)
+        done(u, [{"doc_hash": None, **r} for r in rows])
+
+
 _KIND: Mapping[str, Callable[[_Context, list[Any], Callable[[Any, list[Row]], None]], None]] = {
     "doc_hidden": _doc_hidden,
     "doc_nll": _doc_nll,
@@ -308,4 +306,5 @@ _KIND: Mapping[str, Callable[[_Context, list[Any], Callable[[Any, list[Row]], No
     "views": _views,
     "layer_pair": _layer_pair,
     "doc_trajectory": _doc_trajectory,
+    "jacobian_sketch": _jacobian_sketch,
 }

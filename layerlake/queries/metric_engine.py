@@ -1,4 +1,4 @@
-"""The lazy metric engine: plan, serve from cache, compute the rest, return a DataFrame.
+"""The lazy metric engine: plan every registered metric, serve from cache, compute the rest, assemble.
 
 ``compute_metric(store, "prompt_entropy", dataset="wiki")`` (what ``Lake.metric``
 calls) does three things:
@@ -7,9 +7,11 @@ calls) does three things:
    the documents (the dataset's, in order; augmented views excluded unless the
    metric consumes views), the extractions (``model=None``: every extraction
    linked to the dataset) and the layers, and cut the work into *units* (one
-   metric value per extraction x layer, per layer pair, or per model). Each unit
-   has a content key (:mod:`.metric_cache`); a unit whose file exists is served
-   from cache. :func:`explain_metric` returns this plan without computing.
+   metric value per extraction x layer, per layer pair, or per model; for
+   Jacobian-sketch metrics one unit per extraction over the sketched blocks).
+   Each unit has a content key (:func:`.metric_plan.unit_key`, the only key
+   builder); a unit whose file exists is served from cache. :func:`explain_metric`
+   returns this plan without computing.
 2. **compute** the missing units (:mod:`.metric_compute`): read only the arrays
    they need, one layer at a time, in dataset order, in blocks of documents, and
    write each unit's file atomically.
@@ -26,12 +28,18 @@ Layer semantics by input kind (see docs/metrics.md):
   ``pairs=[(a, b), ...]`` to choose; with ``model=[a, b]`` (two models) the pairs
   compare model a's layer with model b's (``match="index"``: same index,
   ``"depth"``: b's layer ``round(l * L_b / L_a)``, L = number of blocks);
-- ``doc_trajectory``: one value per model (``layer`` null), mean over documents.
+- ``doc_trajectory``: one value per model (``layer`` null), mean over documents;
+- ``jacobian_sketch``: averages over the dataset's sketched tokens (docs/jacobians.md):
+  ``coupling`` rows (layer, layer2 = the basis provider's block), ``top_singular_values``
+  rows (layer, layer2 = rank 1..K), ``jacobian_coupling_score`` one row (layer null);
+  ``sketch=`` picks the sketch when an extraction holds several.
+
+Dependencies point one way: :mod:`.metric_cache` <- :mod:`.metric_plan` <-
+:mod:`.metric_compute` <- this module.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -42,231 +50,37 @@ import pyarrow as pa
 
 from ..errors import NotFoundError, SpecError
 from ..metrics import MetricDef, get_metric
-from ..store import LakeStore, parse_layers
+from ..store import LakeStore
 from . import metric_cache as mc
-from .metric_inputs import DEFAULT_BLOCK_BYTES
+from .jacobians import _resolve_blocks, resolve_sketch, sketch_catalog, sketched_tokens
+from .metric_compute import compute_units
+from .metric_inputs import locate_docs
+from .metric_plan import (
+    DOC_SCHEMA,
+    ENGINE_OPTIONS,
+    LAYER_SCHEMA,
+    PER_DOC_KINDS,
+    Extraction,
+    MetricExplanation,
+    MetricPlan,
+    MetricRequest,
+    key_params,
+    make_request,
+)
 
 log = logging.getLogger(__name__)
 
-PER_CHOICES = ("layer", "doc")
-PER_DOC_KINDS = ("doc_hidden", "doc_nll", "doc_trajectory")  # inputs with one value per document
-EXECUTORS = ("local",)
-DEFAULT_MAX_TOKENS = 10_000
-
-#: Engine options (not metric parameters) by input kind, with defaults.
-ENGINE_OPTIONS: dict[str, dict[str, Any]] = {
-    "doc_hidden": {},
-    "doc_nll": {},
-    "pooled": {},
-    "token_cloud": {"max_tokens": DEFAULT_MAX_TOKENS, "sample_seed": 0},
-    "views": {"views": None},
-    "layer_pair": {"pairs": None, "across": None, "match": "index", "rows": "auto",
-                   "max_tokens": DEFAULT_MAX_TOKENS, "sample_seed": 0},
-    "doc_trajectory": {},
-}
-ALL_ENGINE_OPTIONS = sorted({k for v in ENGINE_OPTIONS.values() for k in v})
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class MetricRequest:
-    """What a caller asked for. Frozen and validated on creation."""
-
-    metric: str
-    dataset: str
-    model: tuple[str, ...] | None = None
-    layers: Any = "all"
-    per: str = "layer"
-    params: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    executor: str = "local"
-    cache: Any = True
-    block_bytes: int = DEFAULT_BLOCK_BYTES
-
-    def __post_init__(self) -> None:
-        if self.per not in PER_CHOICES:
-            raise SpecError(f"per={self.per!r} must be one of {PER_CHOICES}")
-        if self.executor not in EXECUTORS:
-            raise SpecError(f"executor={self.executor!r}: metrics run with executor='local' only "
-                            "(the arrays are read and reduced in this process)")
-        if self.cache not in (True, False, "refresh"):
-            raise SpecError(f"cache={self.cache!r} must be True (use and fill the cache), False (neither) "
-                            "or 'refresh' (recompute and overwrite)")
-        if not isinstance(self.block_bytes, int) or self.block_bytes < 1:
-            raise SpecError(f"block_bytes={self.block_bytes!r} must be a positive integer")
-        model = self.model
-        if model is not None:
-            model = (model,) if isinstance(model, str) else tuple(str(m) for m in model)
-            if not model:
-                raise SpecError("model=[] is empty; pass None for every model of the dataset, or model ids")
-        object.__setattr__(self, "model", model)
-        object.__setattr__(self, "layers", parse_layers(self.layers))
-        object.__setattr__(self, "params", dict(self.params))
-        object.__setattr__(self, "options", dict(self.options))
-
-
-@dataclasses.dataclass
-class Unit:
-    """One cache file's worth of work: a metric at one layer / pair / model of one extraction."""
-
-    eid: str
-    model: str
-    layer: int | None
-    layer2: int | None
-    key: str
-    cached: bool
-    reads: list[tuple[str, int | None]]  # (extraction, layer); layer None = per-token losses
-    eid2: str | None = None
-    model2: str | None = None
-
-
-@dataclasses.dataclass
-class Extraction:
-    eid: str
-    label: str
-    d_model: int
-    n_layers: int
-    dtype: str
-    held: list[int]  # layers every used document holds
-
-
-@dataclasses.dataclass
-class MetricPlan:
-    """What :func:`compute_metric` will do; ``print(plan)`` shows it."""
-
-    request: MetricRequest
-    defn: MetricDef
-    params: dict[str, Any]  # resolved metric parameters (defaults + given)
-    key_params: dict[str, Any]  # non-default parameters + value-changing engine options
-    options: dict[str, Any]  # resolved engine options
-    docs: list[str]  # documents the metric reads (view documents for "views")
-    originals: list[str]  # the documents values are reported for
-    ordinals: dict[str, int]
-    view_matrix: list[list[str]] | None
-    extractions: dict[str, Extraction]
-    units: list[Unit]
-    across_models: bool = False
-
-    @property
-    def kind(self) -> str:
-        return self.defn.input
-
-    @property
-    def to_compute(self) -> list[Unit]:
-        return [u for u in self.units if not u.cached]
-
-    def reads(self, store: LakeStore) -> list[dict[str, Any]]:
-        """Arrays the missing units will read: one entry per (extraction, layer)."""
-        from .metric_inputs import locate_docs
-        seen: dict[tuple[str, int | None], None] = {}
-        for u in self.to_compute:
-            for r in u.reads:
-                seen.setdefault(r, None)
-        tokens: dict[str, int] = {}
-        out = []
-        for eid, layer in seen:
-            if eid not in tokens:
-                tokens[eid] = locate_docs(store, eid, self.docs, None).total_tokens
-            ex = self.extractions[eid]
-            itemsize = 4 if ex.dtype == "float32" else 2
-            nbytes = tokens[eid] * (ex.d_model * itemsize if layer is not None else 4)
-            out.append({"extraction": eid, "model": ex.label, "layer": layer,
-                        "what": "tokens.parquet nll" if layer is None else "hidden.zarr",
-                        "documents": len(self.docs), "tokens": tokens[eid], "bytes": nbytes})
-        return out
-
-    def to_frame(self) -> pl.DataFrame:
-        return pl.DataFrame([{"model": u.model, "extraction": u.eid, "layer": u.layer, "layer2": u.layer2,
-                              "model2": u.model2, "status": "cached" if u.cached else "compute",
-                              "key": u.key} for u in self.units],
-                            schema={"model": pl.String, "extraction": pl.String, "layer": pl.Int32,
-                                    "layer2": pl.Int32, "model2": pl.String, "status": pl.String, "key": pl.String})
-
-    def describe(self, store: LakeStore | None = None) -> str:
-        d = self.defn
-        lines = [(f"metric {d.name}@{d.version} (input {d.input}, granularity {d.granularity}) on dataset "
-                  f"{self.request.dataset!r}: {len(self.originals)} document(s); params "
-                  f"{mc.params_json(self.key_params)}")]
-        n_cached = sum(u.cached for u in self.units)
-        lines.append(f"{len(self.units)} unit(s): {n_cached} from cache, {len(self.units) - n_cached} to compute")
-        for u in self.units:
-            where = "-" if u.layer is None else str(u.layer)
-            if u.layer2 is not None:
-                where += f" -> {u.layer2}"
-            other = f" vs {u.model2}" if u.model2 else ""
-            status = "cached " if u.cached else "compute"
-            lines.append(f"  {status}  {u.model}{other}  layer {where}  "
-                         f"{mc.CACHE_DIR}/{u.eid}/{u.key}.parquet")
-        if store is not None and self.to_compute:
-            reads = self.reads(store)
-            total = sum(r["bytes"] for r in reads)
-            lines.append(f"will read {len(reads)} array(s), about {total / 1e6:,.1f} MB (before compression):")
-            for r in reads:
-                what = "losses (tokens.parquet)" if r["layer"] is None else f"layer {r['layer']}"
-                lines.append(f"  {r['model']} ({r['extraction']}) {what}: {r['documents']} docs, "
-                             f"{r['tokens']:,} tokens, {r['bytes'] / 1e6:,.1f} MB")
-        elif not self.to_compute:
-            lines.append("nothing to read: every unit is cached")
-        return "\n".join(lines)
-
-    def __str__(self) -> str:
-        return self.describe()
-
-
-class MetricExplanation:
-    """``explain_metric``'s answer: the plan plus the reads it implies; prints as text."""
-
-    def __init__(self, plan: MetricPlan, store: LakeStore) -> None:
-        self.plan = plan
-        self.text = plan.describe(store)
-        self.reads = plan.reads(store) if plan.to_compute else []
-
-    @property
-    def units(self) -> pl.DataFrame:
-        return self.plan.to_frame()
-
-    def __str__(self) -> str:
-        return self.text
-
-    def __repr__(self) -> str:
-        return self.text
-
-    def _repr_pretty_(self, p: Any, cycle: bool) -> None:  # IPython
-        p.text(self.text)
-
 
 # -- planning ----------------------------------------------------------------------------------
-def make_request(name: str, dataset: str, model: Any = None, layers: Any = "all", per: str = "layer",
-                 executor: str = "local", params: Mapping[str, Any] | None = None, cache: Any = True,
-                 block_bytes: int = DEFAULT_BLOCK_BYTES, **kwargs: Any) -> MetricRequest:
-    """Split ``kwargs`` into engine options and metric parameters and build a request."""
-    defn = get_metric(name)
-    options = {k: kwargs.pop(k) for k in list(kwargs) if k in ALL_ENGINE_OPTIONS}
-    allowed = ENGINE_OPTIONS.get(defn.input, {})
-    bad = sorted(set(options) - set(allowed))
-    if bad:
-        raise SpecError(f"option(s) {bad} do not apply to metric {name!r} (input {defn.input}); "
-                        f"engine options for it: {sorted(allowed) or 'none'}; metric parameters: "
-                        f"{sorted(defn.params) or 'none'}")
-    merged = {**(params or {}), **kwargs}
-    unknown = sorted(set(merged) - set(defn.params))
-    if unknown:
-        raise SpecError(f"metric {name!r} has no parameter(s) {unknown}; valid parameters: "
-                        f"{sorted(defn.params) or 'none'}; engine options: {sorted(allowed) or 'none'}")
-    return MetricRequest(metric=name, dataset=dataset, model=model, layers=layers, per=per, params=merged,
-                         options=options, executor=executor, cache=cache, block_bytes=block_bytes)
-
-
 def plan_metric(store: LakeStore, request: MetricRequest) -> MetricPlan:
+    """Resolve ``request`` into units, each keyed and marked cached or not (reads no arrays)."""
     defn = get_metric(request.metric)
     kind = defn.input
-    if kind == "jacobian_sketch":
-        raise SpecError(f"metric {defn.name!r} reads Jacobian sketches: compute it with lake.metric(...) "
-                        "(served by queries/jacobian_metrics.py); explain_metric does not plan it")
     if request.per == "doc" and kind not in PER_DOC_KINDS:
         raise SpecError(f"per='doc' needs a document-granularity metric; {defn.name!r} has one value per "
-                        f"{'layer pair' if kind == 'layer_pair' else 'layer'} (input {kind}); use per='layer'")
-    params = _canonical(defn, defn.resolve_params(request.params))
-    non_default = {k: v for k, v in sorted(params.items()) if v != defn.params[k]}
+                        f"{'layer pair' if defn.granularity == 'layer_pair' else 'layer'} (input {kind}); "
+                        "use per='layer'")
+    params = defn.resolve_params(request.params)
     options = {**ENGINE_OPTIONS[kind], **request.options}
     _check_options(defn, options)
 
@@ -299,64 +113,58 @@ def plan_metric(store: LakeStore, request: MetricRequest) -> MetricPlan:
             raise SpecError(f"rows={rows!r} must be 'auto', 'tokens' or 'pooled'")
         options["rows"] = rows
 
-    key_params = dict(non_default)
-    key_params.update(_value_options(kind, options))
-    docs_fp = mc.docs_fingerprint(docs)
-    units: list[Unit] = []
-
-    def add(ex: Extraction, layer: int | None, layer2: int | None, reads: list[tuple[str, int | None]],
-            extra: Mapping[str, Any] | None = None, ex2: Extraction | None = None) -> None:
-        kp = {**key_params, **(extra or {})}
-        spec = {k: v for k, v in (("layer", layer), ("layer2", layer2)) if v is not None}
-        key = mc.unit_key(extraction=ex.eid, docs=docs_fp, metric=defn.name, version=defn.version, params=kp,
-                          unit=spec)
-        units.append(Unit(eid=ex.eid, model=ex.label, layer=layer, layer2=layer2, key=key, cached=False,
-                          reads=reads, eid2=ex2.eid if ex2 else None, model2=ex2.label if ex2 else None))
-
-    if kind == "layer_pair" and across_models:
+    plan = MetricPlan(request=request, defn=defn, params=params,
+                      key_params=key_params(defn, params, _value_options(kind, options)), options=options,
+                      docs=docs, originals=reported, ordinals=ordinals, view_matrix=view_matrix,
+                      extractions=extractions, units=[], across_models=across_models)
+    if kind == "jacobian_sketch":
+        _sketch_units(store, plan, eids, request.model is None)
+    elif kind == "layer_pair" and across_models:
         a, b = (extractions[e] for e in eids)
         for la, lb in _model_pairs(request, options, a, b):
-            add(a, la, lb, [(a.eid, la), (b.eid, lb)], {"vs_extraction": b.eid}, b)
+            plan.add_unit(a, la, lb, [(a.eid, la), (b.eid, lb)], {"vs_extraction": b.eid}, b)
     else:
         for eid in eids:
             ex = extractions[eid]
             if kind == "doc_nll":
-                add(ex, None, None, [(eid, None)])
+                plan.add_unit(ex, None, None, [(eid, None)])
                 continue
             layers = _layers_for(request.layers, ex)
             if kind == "layer_pair":
                 for la, lb in _layer_pairs(options.get("pairs"), layers, ex):
-                    add(ex, la, lb, [(eid, la), (eid, lb)])
+                    plan.add_unit(ex, la, lb, [(eid, la), (eid, lb)])
             elif kind == "doc_trajectory":
                 if len(layers) < 2:
                     raise SpecError(f"metric {defn.name!r} needs at least 2 layers; got {layers}")
-                add(ex, None, None, [(eid, l) for l in layers], {"layers": layers})
+                plan.add_unit(ex, None, None, [(eid, l) for l in layers], {"layers": layers})
             else:
                 for l in layers:
-                    add(ex, l, None, [(eid, l)])
+                    plan.add_unit(ex, l, None, [(eid, l)])
 
     if request.cache is True:
         present: dict[str, set[str]] = {}
-        for u in units:
+        for u in plan.units:
             if u.eid not in present:
                 present[u.eid] = mc.cached_keys(store, u.eid)
             u.cached = u.key in present[u.eid]
-    return MetricPlan(request=request, defn=defn, params=params, key_params=key_params, options=options,
-                      docs=docs, originals=reported, ordinals=ordinals, view_matrix=view_matrix,
-                      extractions=extractions, units=units, across_models=across_models)
+    return plan
 
 
-def _canonical(defn: MetricDef, params: dict[str, Any]) -> dict[str, Any]:
-    """Same value, same key: ints given for float parameters become floats, tuples become lists."""
-    out = {}
-    for k, v in params.items():
-        default = defn.params[k]
-        if isinstance(default, float) and isinstance(v, (int, np.integer)) and not isinstance(v, bool):
-            v = float(v)
-        elif isinstance(v, np.generic):
-            v = v.item()
-        out[k] = v
-    return out
+def _sketch_units(store: LakeStore, plan: MetricPlan, eids: list[str], every_model: bool) -> None:
+    """One unit per extraction holding the sketch: all requested blocks (``{"blocks": [...]}``)."""
+    for eid in eids:
+        try:
+            key = resolve_sketch(store, eid, plan.options["sketch"])
+        except NotFoundError:
+            if every_model and len(eids) > 1:
+                continue  # this model has no sketches; others may
+            raise
+        blocks = _resolve_blocks(store, eid, key, plan.request.layers)
+        plan.add_unit(plan.extractions[eid], None, None, [(eid, b) for b in blocks], {"sketch": key},
+                      unit={"blocks": blocks})
+    if not plan.units:
+        raise NotFoundError(f"no extraction of dataset {plan.request.dataset!r} has Jacobian sketches; ingest "
+                            "with --jacobian-k K (Python: jacobian=ll.JacobianSketch(k=K))")
 
 
 def _check_options(defn: MetricDef, options: dict[str, Any]) -> None:
@@ -571,35 +379,47 @@ def _model_pairs(request: MetricRequest, options: Mapping[str, Any], a: Extracti
 def compute_metric(store: LakeStore, name: str, dataset: str, model: Any = None, layers: Any = "all",
                    per: str = "layer", executor: str = "local", **kwargs: Any) -> pl.DataFrame:
     """See :meth:`layerlake.Lake.metric`."""
-    if get_metric(name).input == "jacobian_sketch":
-        from .jacobian_metrics import jacobian_metric
-        if per != "layer":
-            raise SpecError(f"metric {name!r} is computed per layer (pair) from Jacobian sketches; use per='layer'")
-        return jacobian_metric(store, name, dataset, model, layers, **kwargs)
-    request = make_request(name, dataset, model, layers, per, executor, **kwargs)
-    plan = plan_metric(store, request)
-    from .metric_compute import compute_units
-    tables = compute_units(store, plan)
-    return assemble(plan, tables)
+    plan = plan_metric(store, make_request(name, dataset, model, layers, per, executor, **kwargs))
+    return assemble(plan, compute_units(store, plan))
 
 
 def explain_metric(store: LakeStore, name: str, dataset: str, model: Any = None, layers: Any = "all",
                    per: str = "layer", executor: str = "local", **kwargs: Any) -> MetricExplanation:
     """See :meth:`layerlake.Lake.explain_metric`."""
-    request = make_request(name, dataset, model, layers, per, executor, **kwargs)
-    return MetricExplanation(plan_metric(store, request), store)
+    plan = plan_metric(store, make_request(name, dataset, model, layers, per, executor, **kwargs))
+    return MetricExplanation(plan, plan_reads(store, plan) if plan.to_compute else [])
+
+
+def plan_reads(store: LakeStore, plan: MetricPlan) -> list[dict[str, Any]]:
+    """Arrays the missing units will read: one entry per (extraction, layer or sketched block)."""
+    seen: dict[tuple[str, int | None, str | None], None] = {}
+    for u in plan.to_compute:
+        for eid, layer in u.reads:
+            seen.setdefault((eid, layer, u.extra.get("sketch")), None)
+    tokens: dict[str, int] = {}
+    out = []
+    for eid, layer, sketch in seen:
+        ex = plan.extractions[eid]
+        entry = {"extraction": eid, "model": ex.label, "layer": layer, "documents": len(plan.docs)}
+        if sketch is not None:
+            attrs = sketch_catalog(store, eid)[sketch]["attrs"]
+            n = sketched_tokens(store, plan.request.dataset, eid, sketch, int(layer), plan.docs).height
+            d, k = int(attrs["d"]), int(attrs["k"])
+            per_token = 4 * d * (2 * k if attrs.get("power_iterations") else k + int(attrs.get("l") or k))
+            out.append({**entry, "what": "jacobian.zarr", "sketch": sketch, "tokens": n, "bytes": n * per_token})
+            continue
+        if eid not in tokens:
+            tokens[eid] = locate_docs(store, eid, plan.docs, None).total_tokens
+        itemsize = 4 if ex.dtype == "float32" else 2
+        nbytes = tokens[eid] * (ex.d_model * itemsize if layer is not None else 4)
+        out.append({**entry, "what": "tokens.parquet nll" if layer is None else "hidden.zarr",
+                    "tokens": tokens[eid], "bytes": nbytes})
+    return out
 
 
 # -- assembly ---------------------------------------------------------------------------------
-LAYER_SCHEMA = {"model": pl.String, "extraction": pl.String, "dataset": pl.String, "metric": pl.String,
-                "layer": pl.Int32, "layer2": pl.Int32, "value": pl.Float64, "n": pl.Int64, "std": pl.Float64,
-                "sem": pl.Float64}
-DOC_SCHEMA = {"model": pl.String, "extraction": pl.String, "dataset": pl.String, "metric": pl.String,
-              "layer": pl.Int32, "layer2": pl.Int32, "doc_hash": pl.String, "ordinal": pl.Int64,
-              "value": pl.Float64, "n": pl.Int64}
-
-
 def assemble(plan: MetricPlan, tables: Mapping[str, pa.Table]) -> pl.DataFrame:
+    """One row per aggregate row of every unit (``per="layer"``), or per document (``per="doc"``)."""
     req = plan.request
     rows: list[dict[str, Any]] = []
     extra_cols = plan.across_models
@@ -608,26 +428,28 @@ def assemble(plan: MetricPlan, tables: Mapping[str, pa.Table]) -> pl.DataFrame:
         doc_hash = t.column("doc_hash").to_pylist()
         values = t.column("value").to_numpy(zero_copy_only=False).astype(np.float64)
         ns = t.column("n").to_pylist()
-        base = {"model": u.model, "extraction": u.eid, "dataset": req.dataset, "metric": plan.defn.name,
-                "layer": u.layer, "layer2": u.layer2}
+        layer, layer2 = t.column("layer").to_pylist(), t.column("layer2").to_pylist()
+        base = {"model": u.model, "extraction": u.eid, "dataset": req.dataset, "metric": plan.defn.name}
         if extra_cols:
             base.update(model2=u.model2, extraction2=u.eid2)
         if req.per == "doc":
             for h, v, n in zip(doc_hash, values, ns):
                 if h is not None:
-                    rows.append({**base, "doc_hash": h, "ordinal": plan.ordinals.get(h), "value": float(v), "n": n})
+                    rows.append({**base, "layer": u.layer, "layer2": u.layer2, "doc_hash": h,
+                                 "ordinal": plan.ordinals.get(h), "value": float(v), "n": n})
             continue
         agg = [i for i, h in enumerate(doc_hash) if h is None]
         if not agg:
             raise SpecError(f"cached unit {u.key} has no aggregate row; delete metrics/{u.eid}/{u.key}.parquet")
-        i = agg[0]
         docs_v = np.asarray([v for h, v in zip(doc_hash, values) if h is not None], dtype=np.float64)
         finite = docs_v[np.isfinite(docs_v)]
         std = sem = None
         if finite.size >= 2:
             std = float(np.std(finite, ddof=1))
             sem = std / float(np.sqrt(finite.size))
-        rows.append({**base, "value": float(values[i]), "n": ns[i], "std": std, "sem": sem})
+        for i in agg:
+            rows.append({**base, "layer": layer[i], "layer2": layer2[i], "value": float(values[i]), "n": ns[i],
+                         "std": std, "sem": sem})
     schema = dict(DOC_SCHEMA if req.per == "doc" else LAYER_SCHEMA)
     if extra_cols:
         schema.update(model2=pl.String, extraction2=pl.String)

@@ -25,6 +25,7 @@ import logging
 from typing import Any
 
 from ..errors import SpecError
+from .metric_engine import compute_metric
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,6 @@ def install_sql_metrics(conn: Any, engine: Any) -> None:
 
     def rows(name: str, dataset: str, model: str | None, layers: str | None, per: str | None,
              params: str | None) -> list[dict[str, Any]]:
-        from .metric_engine import compute_metric
         try:
             kwargs = json.loads(params) if params else {}
         except json.JSONDecodeError as exc:

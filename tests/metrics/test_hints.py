@@ -35,3 +35,14 @@ def test_two_view_metrics_declare_their_view_count():
     pytest.importorskip("layerlake.metrics.augmentation_invariance")
     assert REGISTRY["infonce"].n_views == 2 and REGISTRY["dime"].n_views == 2
     assert REGISTRY["lidar"].n_views is None
+
+
+def test_hints_are_part_of_each_metric_declaration():
+    """No separate hints module patches the registry after import: the declaration carries them."""
+    import importlib.util
+
+    from layerlake.metrics import entropy
+
+    assert importlib.util.find_spec("layerlake.metrics.hints") is None
+    assert REGISTRY["prompt_entropy"].batched is entropy.prompt_entropy_batched
+    assert sorted(n for n, d in REGISTRY.items() if d.n_views is not None) == ["dime", "infonce"]

@@ -22,8 +22,8 @@ def test_coupling_matches_the_reader_and_is_cached(sketched, monkeypatch):
     assert got.height == want.height == 9  # 3 blocks x 3 blocks
     np.testing.assert_allclose(got.sort(["layer", "layer2"])["value"].to_numpy(),
                                want.sort(["layer", "layer2"])["value"].to_numpy())
-    import layerlake.queries.jacobian_metrics as jm
-    monkeypatch.setattr(jm, "compute_jacobian_metric", lambda *a, **k: (_ for _ in ()).throw(AssertionError))
+    import layerlake.queries.metric_compute as compute
+    monkeypatch.setattr(compute, "sketch_metric_rows", lambda *a, **k: (_ for _ in ()).throw(AssertionError))
     again = sketched.metric("coupling", dataset="d", K=3)  # served from the cache: no recomputation
     assert again.equals(got)
     cached = sketched.sql("SELECT count(*) FROM metrics WHERE metric = 'coupling'").fetchall()[0][0]
