@@ -1,4 +1,4 @@
-"""The per-lake query engine: snapshot, chunk reader, caches and the SQL connection.
+"""The per-lake query engine: snapshot, caches and the SQL connection (arrays are read by ``store.reader``).
 
 One :class:`QueryEngine` hangs off each :class:`layerlake.Lake` (``engine_for``).
 Caches hold only immutable things (committed shards never change), keyed by
@@ -15,7 +15,6 @@ import pyarrow as pa
 
 from ..errors import IntegrityError
 from ..store import LakeStore, read_parquet
-from .chunks import ChunkReader, ReadStats
 from .snapshot import Snapshot, state_key
 
 _TOKEN_COLUMNS = ["row", "position", "token_id", "token", "nll"]
@@ -24,7 +23,6 @@ _TOKEN_COLUMNS = ["row", "position", "token_id", "token", "nll"]
 class QueryEngine:
     def __init__(self, store: LakeStore) -> None:
         self.store = store
-        self.reader = ChunkReader(store)
         self._snapshot: Snapshot | None = None
         self._lock = threading.RLock()
         self._tokens: collections.OrderedDict[tuple[str, str], pa.Table] = collections.OrderedDict()
@@ -63,10 +61,6 @@ class QueryEngine:
                 _, old = self._tokens.popitem(last=False)
                 self._token_bytes -= old.nbytes
         return t
-
-    @property
-    def last_stats(self) -> ReadStats | None:
-        return self.reader.last
 
     def sql_catalog(self) -> Any:
         from .sql import SqlCatalog
