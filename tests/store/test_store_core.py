@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import layerlake as ll
-from layerlake.store import ArrayRef, CaptureSpec, ChunkReader, JacobianSketch, LakeFS, LakeStore, ShardData, write_shard
+from layerlake.store import (ArrayRef, CaptureSpec, ChunkReader, JacobianSketch, LakeFS, LakeStore, ShardData,
+                             write_shard)
 from layerlake.store.arrays import to_float32, to_physical, write_array
 from layerlake.store.verify import verify_lake
 
