@@ -6,10 +6,12 @@ import errno
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 import layerlake as ll
 from layerlake.errors import IntegrityError, LakeIOError, NotFoundError
+from layerlake.store import arrays
 
 TEXTS = ["The quick brown fox jumps over the lazy dog.", "Hello world, said the program.",
          "Another document that is a bit longer than the others, for sure.",
@@ -18,10 +20,21 @@ TEXTS = ["The quick brown fox jumps over the lazy dog.", "Hello world, said the 
 
 @pytest.fixture(scope="module")
 def jlake(tmp_path_factory, tiny_gpt2):
-    root = tmp_path_factory.mktemp("reads") / "lake"
-    lake = ll.Lake(root)
-    lake.ingest(str(tiny_gpt2), TEXTS, dataset="d", layers=[0, 1, 2],
-                jacobian=ll.JacobianSketch(k=4, positions="all", layers=(1, 2)))
+    """Two shards, small chunks (2 KiB: 16 hidden rows, 2 sketch rows), so reads span many chunks."""
+    mp = pytest.MonkeyPatch()
+    defaults = list(arrays.write_array.__defaults__)
+    defaults[-1] = 2 << 10
+    mp.setattr(arrays.write_array, "__defaults__", tuple(defaults))
+    try:
+        lake = ll.Lake(tmp_path_factory.mktemp("reads") / "lake")
+        for i in (0, 2):
+            lake.ingest(str(tiny_gpt2), TEXTS[i:i + 2], dataset=f"part{i}", layers=[0, 1, 2],
+                        jacobian=ll.JacobianSketch(k=4, positions="all", layers=(1, 2)))
+        lake.store.write_dataset("d", pa.concat_tables(
+            [lake.store.dataset_table(f"part{i}").drop_columns(["ordinal"]) for i in (0, 2)]))
+        lake.store.link_dataset("d", lake.extraction_id("part0"), {"model": str(tiny_gpt2)})
+    finally:
+        mp.undo()
     return lake
 
 
@@ -36,7 +49,8 @@ def test_cold_metric_counts_the_same_chunks_as_read_vectors(jlake):
         v = jlake.read_vectors("d", layers=1)
     with jlake.track_reads() as met:
         jlake.metric("mean_norm", dataset="d", layers=[1], per="doc", cache=False)
-    assert vec.chunks == len(files) > 0 and vec.bytes_read == sum(p.stat().st_size for p in files)
+    assert len({p.relative_to(root).parts[3] for p in files}) == 2  # two shards
+    assert vec.chunks == len(files) >= 8 and vec.bytes_read == sum(p.stat().st_size for p in files)
     assert (met.chunks, met.bytes_read, met.rows) == (vec.chunks, vec.bytes_read, v.shape[0])
     assert met.scans >= 1 and jlake.last_query_stats()["chunks"] > 0
     jlake.metric("mean_norm", dataset="d", layers=[1], per="doc")  # computes and caches
@@ -52,7 +66,7 @@ def test_jacobians_count_the_sketch_chunks_they_read(jlake):
     with jlake.track_reads() as jac:
         js = jlake.jacobians("d", layer=1)
     assert len(js) == jlake.read_vectors("d", layers=1).shape[0]  # positions="all": every token is sketched
-    assert jac.chunks == len(files) > 0
+    assert jac.chunks == len(files) >= 3 * 8
     assert jac.bytes_read == sum(p.stat().st_size for p in files)
     assert jac.rows == 3 * len(js)  # rows, Y and W of every token
     with jlake.track_reads() as metric:
