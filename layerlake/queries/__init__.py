@@ -1,9 +1,9 @@
 """Queries over the committed lake: DuckDB SQL, Polars frames with pushdown into Zarr chunks.
 
 ``sql`` (the DuckDB catalog and :func:`register_sql_extension`), ``vectors``
-(the vector IO source), ``chunks`` (chunk-by-chunk reads with byte counts),
-``frames`` (tokens/docs LazyFrames, ``read_vectors``), ``snapshot`` (what
-queries see: committed shards only).
+(the vector IO source), ``frames`` (tokens/docs LazyFrames, ``read_vectors``),
+``snapshot`` (what queries see: committed shards only). Arrays are read by the
+store's chunk reader (:class:`layerlake.store.ChunkReader`).
 """
 
 from .metric_sql import install_sql_metrics
