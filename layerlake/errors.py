@@ -36,6 +36,10 @@ class IntegrityError(LayerlakeError):
     """Stored data failed a checksum or manifest check."""
 
 
+class LakeIOError(LayerlakeError, OSError):
+    """Storage failed while reading stored data (permission denied, EIO, network); the data may be intact."""
+
+
 class OverflowToInfError(LayerlakeError, OverflowError):
     """A cast to the storage dtype would turn finite values into inf."""
 

@@ -99,7 +99,7 @@ class Lake:
                      docs: Sequence[str] | None = None) -> np.ndarray:
         """Float32 ``[layers, tokens, d_model]`` (``[tokens, d_model]`` for an int layer) in dataset order."""
         from .queries.frames import read_vectors
-        return read_vectors(self.store, dataset, model, layers, docs, engine=self.engine)
+        return read_vectors(self.store, dataset, model, layers, docs)
 
     def vectors(self, dataset: str, model: str | None = None, layers: Any = "all",
                 docs: Sequence[str] | None = None) -> pl.LazyFrame:
@@ -123,12 +123,16 @@ class Lake:
 
     def last_query_stats(self) -> dict[str, Any] | None:
         """Chunks and bytes read by the last vector scan (``vectors``, SQL vector relations, ``read_vectors``)."""
-        last = self.engine.last_stats
+        last = self.store.reader.last
         return last.as_dict() if last is not None else None
 
     def track_reads(self) -> Any:
-        """Context manager yielding a ``ReadStats`` that adds up every vector read inside the block."""
-        return self.engine.reader.track()
+        """Context manager yielding a ``ReadStats`` that adds up every array read inside the block.
+
+        Counts hidden-state and Jacobian-sketch chunks read by ``read_vectors``, ``vectors``,
+        SQL vector relations, ``metric`` (cached results read none) and ``jacobians``.
+        """
+        return self.store.reader.track()
 
     def jacobians(self, dataset: str, model: str | None = None, layer: int | None = None,
                   rows: Sequence[int] | None = None, K: int | None = None, dense: bool = False, sketch: Any = None,

@@ -1,4 +1,4 @@
-"""The per-lake query engine: snapshot, chunk reader and caches.
+"""The per-lake query engine: snapshot and caches (arrays are read by ``store.reader``).
 
 Each :class:`layerlake.Lake` creates one (``lake.engine``); query functions take
 it (or the store) as an argument. Caches hold only immutable things (committed
@@ -15,7 +15,6 @@ import pyarrow as pa
 
 from ..errors import IntegrityError
 from ..store import LakeStore, read_parquet
-from .chunks import ChunkReader, ReadStats
 from .snapshot import Snapshot, state_key
 
 _TOKEN_COLUMNS = ["row", "position", "token_id", "token", "nll"]
@@ -24,7 +23,6 @@ _TOKEN_COLUMNS = ["row", "position", "token_id", "token", "nll"]
 class QueryEngine:
     def __init__(self, store: LakeStore) -> None:
         self.store = store
-        self.reader = ChunkReader(store)
         self._snapshot: Snapshot | None = None
         self._lock = threading.RLock()
         self._tokens: collections.OrderedDict[tuple[str, str], pa.Table] = collections.OrderedDict()
@@ -63,6 +61,3 @@ class QueryEngine:
                 self._token_bytes -= old.nbytes
         return t
 
-    @property
-    def last_stats(self) -> ReadStats | None:
-        return self.reader.last

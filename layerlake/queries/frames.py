@@ -14,13 +14,9 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..errors import IntegrityError, NotFoundError, SpecError
-from ..store import LakeStore, parse_layers
+from ..errors import IntegrityError, LayerlakeError, NotFoundError, SpecError
+from ..store import ArrayRef, LakeStore, parse_layers
 from .remote import scan_lake_parquet
-
-
-def dataset_frame(store: LakeStore, dataset: str) -> pa.Table:
-    return store.dataset_table(dataset)
 
 
 def locate_dataset(store: LakeStore, dataset: str, eid: str, layer: int | None = None,
@@ -38,35 +34,38 @@ def locate_dataset(store: LakeStore, dataset: str, eid: str, layer: int | None =
     found = set(loc.column("doc_hash").to_pylist())
     missing = [h for h in hashes if h not in found]
     if missing:
-        what = f"layer {layer}" if layer is not None else "tokens"
-        lost = lost_documents_error(store, dataset, eid, layer, len(missing))
-        if lost is not None:
-            raise lost
-        have = store.extraction(eid)
-        raise NotFoundError(
-            f"{len(missing)} document(s) of dataset {dataset!r} have no {what} in extraction {eid} "
-            f"({have['model'].get('model')}); ingest them (e.g. `layerlake ingest ... --layers {layer}`)"
-        )
+        raise missing_documents_error(store, eid, layer, missing, dataset)
     return loc
 
 
-def lost_documents_error(store: LakeStore, dataset: str, eid: str, layer: int | None,
-                         n_missing: int) -> IntegrityError | None:
-    """An IntegrityError when documents the dataset was ingested with are gone (damage, not a request
-    for something never computed); None otherwise."""
+def missing_documents_error(store: LakeStore, eid: str, layer: int | None, missing: Sequence[str],
+                            dataset: str | None = None) -> LayerlakeError:
+    """The error for documents that extraction ``eid``'s committed shards do not hold (at ``layer``; None = tokens).
+
+    :class:`IntegrityError` when they were stored and are gone (a damaged shard, or
+    ``dataset`` was ingested into ``eid`` with that layer): damage, not a request for
+    something never computed. :class:`NotFoundError` otherwise.
+    """
+    n = len(missing)
+    whose = f"of dataset {dataset!r} " if dataset is not None else ""
     damaged = store.damaged_shards(eid)
     if damaged:
         sid, why = sorted(damaged.items())[0]
-        return IntegrityError(f"{n_missing} document(s) of dataset {dataset!r} are in damaged shard(s) of extraction "
-                              f"{eid} ({len(damaged)} shard(s), e.g. {sid}: {why})")
-    link = store.dataset_links(dataset).get(eid)
+        return IntegrityError(f"{n} document(s) {whose}are in damaged shard(s) of extraction {eid} "
+                              f"({len(damaged)} shard(s), e.g. {sid}: {why})")
+    link = store.dataset_links(dataset).get(eid) if dataset is not None else None
     if link is not None and (layer is None or layer in link.get("layers", [])):
         return IntegrityError(
-            f"{n_missing} document(s) of dataset {dataset!r} that were ingested into extraction {eid} are missing "
-            "from its committed shards (a commit marker or shard was lost); run `layerlake verify`, then re-run "
-            "the ingest to recompute them"
+            f"{n} document(s) {whose}that were ingested into extraction {eid} are missing from its committed "
+            "shards (a commit marker or shard was lost); run `layerlake verify`, then re-run the ingest to "
+            "recompute them"
         )
-    return None
+    what = f"layer {layer}" if layer is not None else "tokens"
+    model = store.extraction(eid).get("model", {}).get("model")
+    return NotFoundError(
+        f"{n} document(s) {whose}have no {what} in extraction {eid} ({model}), e.g. {list(missing[:2])}; "
+        f"ingest them (e.g. `layerlake ingest ... --layers {layer if layer is not None else 'all'}`)"
+    )
 
 
 def tokens_frame(store: LakeStore, dataset: str, model: str | None = None) -> pl.LazyFrame:
@@ -113,15 +112,13 @@ def normalize_layers(store: LakeStore, eid: str, layers: Any) -> list[int]:
 
 
 def read_vectors(store: LakeStore, dataset: str, model: str | None = None, layers: Any = "all",
-                 docs: Sequence[str] | None = None, engine: Any = None) -> np.ndarray:
+                 docs: Sequence[str] | None = None) -> np.ndarray:
     """Float32 numpy ``[layers, tokens, d_model]`` (``[tokens, d_model]`` for an int layer), dataset order.
 
     Streams chunk by chunk into the preallocated result: only chunks holding
     the selected rows are read, in blocks of bounded size, converted to
     float32 while copied into place (no whole layer is held in its stored dtype).
     """
-    from .chunks import ChunkReader
-
     eid = store.resolve_extraction(dataset, model)
     single = isinstance(layers, (int, np.integer)) and not isinstance(layers, bool)
     layer_list = normalize_layers(store, eid, int(layers) if single else layers)
@@ -134,7 +131,7 @@ def read_vectors(store: LakeStore, dataset: str, model: str | None = None, layer
                             f"dataset {dataset!r}; run `layerlake verify`")
     d = int(store.extraction(eid).get("d_model") or 0)
     out = np.empty((len(layer_list), counts[0], d), dtype=np.float32)
-    reader = engine.reader if engine is not None else ChunkReader(store)
+    reader = store.reader
     with reader.scan(f"read_vectors[{dataset}]") as stats:
         for li, (layer, loc) in enumerate(zip(layer_list, locs)):
             n_tok = np.asarray(loc.column("n_tokens").to_numpy(), dtype=np.int64)
@@ -143,5 +140,5 @@ def read_vectors(store: LakeStore, dataset: str, model: str | None = None, layer
             shards = np.asarray(loc.column("shard").to_pylist(), dtype=object)
             for sid in dict.fromkeys(shards.tolist()):
                 m = shards == sid
-                reader.fill(out[li], eid, sid, layer, starts[m], starts[m] + n_tok[m], dst[m], stats)
+                reader.fill(out[li], ArrayRef.hidden(eid, sid, layer), starts[m], starts[m] + n_tok[m], dst[m], stats)
     return out[0] if single else out

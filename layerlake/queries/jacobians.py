@@ -27,8 +27,7 @@ import pyarrow.compute as pc
 from ..errors import IntegrityError, NotFoundError, SpecError
 from ..metrics import REGISTRY, MetricDef, get_metric
 from ..metrics.jacobian import JacobianFactors, coupling_matrix, linearization_fidelity, sketch_reconstruct
-from ..store import JacobianSketch, LakeStore, parse_layers, read_parquet
-from ..store.arrays import open_group, read_rows
+from ..store import ArrayRef, JacobianSketch, LakeStore, parse_layers, read_parquet
 from ..store.sketch import check_test_matrix, sketch_key
 
 TokenKey = tuple[str, int, int]  # (doc_hash, window, position)
@@ -96,8 +95,14 @@ def sketched_tokens(store: LakeStore, dataset: str, eid: str, key: str, layer: i
         dtable = dtable.filter(pc.is_in(dtable.column("doc_hash"), value_set=pa.array(sorted(set(docs)))))
     wanted = pl.from_arrow(dtable)
     parts = []
+    reader = store.reader
+    with reader.scan(f"sketch {key} block {layer} rows") as stats:
+        stored = {}
+        for sid in shards:
+            ref = ArrayRef.sketch(eid, sid, key, layer, "rows")
+            stored[sid] = reader.take(ref, [0], [reader.shape(ref, stats)[0]], stats, dtype=np.int64)
     for sid in shards:
-        rows = _array(store, eid, sid, key, layer, "rows")[:]
+        rows = stored[sid]
         toks = read_parquet(store.fs, "extractions", eid, "shards", sid, "tokens.parquet",
                             columns=["row", "doc_hash", "window", "position", "token"])
         frame = pl.from_arrow(toks)
@@ -117,32 +122,23 @@ def sketched_tokens(store: LakeStore, dataset: str, eid: str, key: str, layer: i
     return out.select(["ordinal", "doc_hash", "window", "position", "token", "shard", "row", "sketch_index"])
 
 
-def _array(store: LakeStore, eid: str, sid: str, key: str, layer: int, name: str) -> Any:
-    group = open_group(store.fs, "extractions", eid, "shards", sid, "jacobian.zarr")
-    try:
-        return group[f"{key}/layer_{layer}/{name}"]
-    except KeyError:
-        raise NotFoundError(f"shard {sid} of extraction {eid} has no {name} for sketch {key} block {layer}") from None
-
-
 def read_sketch_arrays(store: LakeStore, eid: str, key: str, layer: int, tokens: pl.DataFrame,
                        names: Sequence[str] = ("Y", "W")) -> dict[str, np.ndarray]:
     """Stored arrays (``Y``, ``W``, ``J``) of the tokens of :func:`sketched_tokens`, in its order."""
     out: dict[str, np.ndarray] = {}
-    shards = tokens.get_column("shard").to_list()
-    index = tokens.get_column("sketch_index").to_numpy()
-    for name in names:
-        pieces: dict[str, np.ndarray] = {}
-        for sid in sorted(set(shards)):
-            sel = index[np.asarray(shards) == sid]
-            arr = _array(store, eid, sid, key, layer, name)
-            pieces[sid] = read_rows(arr, [(int(i), int(i) + 1) for i in sel],
-                                    where=f"extraction {eid} shard {sid} sketch {key} block {layer} {name}")
-        first = next(iter(pieces.values()))
-        res = np.empty((len(shards),) + first.shape[1:], dtype=np.float32)
-        for sid, block in pieces.items():
-            res[np.asarray(shards) == sid] = block
-        out[name] = res
+    shards = np.asarray(tokens.get_column("shard").to_list(), dtype=object)
+    index = tokens.get_column("sketch_index").to_numpy().astype(np.int64)
+    reader = store.reader
+    with reader.scan(f"sketch {key} block {layer}") as stats:
+        for name in names:
+            res: np.ndarray | None = None
+            for sid in dict.fromkeys(shards.tolist()):
+                ref = ArrayRef.sketch(eid, sid, key, layer, name)
+                if res is None:
+                    res = np.empty((len(shards),) + reader.shape(ref, stats)[1:], dtype=np.float32)
+                m = np.flatnonzero(shards == sid)
+                reader.fill(res, ref, index[m], index[m] + 1, m, stats)
+            out[name] = res if res is not None else np.empty((0,), dtype=np.float32)
     return out
 
 

@@ -27,7 +27,6 @@ from ..store import LakeStore
 from . import metric_cache as mc
 from .jacobians import sketch_metric_rows
 from .metric_inputs import (
-    ArrayHandles,
     LayerLocation,
     doc_blocks,
     doc_losses,
@@ -101,21 +100,15 @@ def _blas_threads(limit: int | None) -> Iterator[None]:
 
 
 class _Context:
-    """Shared state of one computation: open arrays, locations and small caches of reduced arrays."""
+    """Shared state of one computation: locations and small caches of reduced arrays."""
 
     def __init__(self, store: LakeStore, plan: MetricPlan) -> None:
         self.store = store
         self.plan = plan
         self.params = plan.params
         self.block_bytes = plan.request.block_bytes
-        self._handles: dict[str, ArrayHandles] = {}
         self._locs: dict[tuple[str, int | None], LayerLocation] = {}
         self._arrays: OrderedDict[tuple[Any, ...], np.ndarray] = OrderedDict()
-
-    def handles(self, eid: str) -> ArrayHandles:
-        if eid not in self._handles:
-            self._handles[eid] = ArrayHandles(self.store, eid)
-        return self._handles[eid]
 
     def d(self, eid: str) -> int:
         return self.plan.extractions[eid].d_model
@@ -123,8 +116,7 @@ class _Context:
     def loc(self, eid: str, layer: int | None) -> LayerLocation:
         key = (eid, layer)
         if key not in self._locs:
-            self._locs[key] = locate_docs(self.store, eid, self.plan.docs, layer,
-                                          what=f"of dataset {self.plan.request.dataset!r} ")
+            self._locs[key] = locate_docs(self.store, eid, self.plan.docs, layer, dataset=self.plan.request.dataset)
         return self._locs[key]
 
     def remember(self, key: tuple[Any, ...], make: Callable[[], np.ndarray], keep: int = 3) -> np.ndarray:
@@ -190,7 +182,7 @@ def _doc_hidden(ctx: _Context, units: list[Unit], done: Callable[[Unit, list[Row
     for u in units:
         loc = ctx.loc(u.eid, u.layer)
         values = np.full(len(loc.hashes), np.nan)
-        for i0, block, offsets in iter_doc_arrays(ctx.store, loc, ctx.d(u.eid), ctx.block_bytes, ctx.handles(u.eid)):
+        for i0, block, offsets in iter_doc_arrays(ctx.store, loc, ctx.d(u.eid), ctx.block_bytes):
             docs = [block[offsets[j]:offsets[j + 1]] for j in range(len(offsets) - 1)]
             values[i0:i0 + len(docs)] = _apply_docs(ctx, docs)
         done(u, _doc_rows(loc.hashes, values, loc.tokens))
@@ -211,7 +203,7 @@ def _doc_nll(ctx: _Context, units: list[Unit], done: Callable[[Unit, list[Row]],
 # -- pooled / token_cloud / views -----------------------------------------------------------------
 def _pooled(ctx: _Context, eid: str, layer: int) -> np.ndarray:
     return ctx.remember(("pooled", eid, layer), lambda: pooled_vectors(
-        ctx.store, ctx.loc(eid, layer), ctx.d(eid), ctx.block_bytes, ctx.handles(eid)))
+        ctx.store, ctx.loc(eid, layer), ctx.d(eid), ctx.block_bytes))
 
 
 def _pooled_kind(ctx: _Context, units: list[Unit], done: Callable[[Unit, list[Row]], None]) -> None:
@@ -222,7 +214,7 @@ def _pooled_kind(ctx: _Context, units: list[Unit], done: Callable[[Unit, list[Ro
 
 def _sample(ctx: _Context, eid: str, layer: int, sample: np.ndarray) -> np.ndarray:
     return ctx.remember(("tokens", eid, layer), lambda: sampled_tokens(
-        ctx.store, ctx.loc(eid, layer), sample, ctx.d(eid), ctx.block_bytes, ctx.handles(eid)))
+        ctx.store, ctx.loc(eid, layer), sample, ctx.d(eid), ctx.block_bytes))
 
 
 def _token_cloud(ctx: _Context, units: list[Unit], done: Callable[[Unit, list[Row]], None]) -> None:
@@ -281,9 +273,8 @@ def _doc_trajectory(ctx: _Context, units: list[Unit], done: Callable[[Unit, list
                                 f"{layers}; run `layerlake verify`")
         d = ctx.d(u.eid)
         values = np.full(len(locs[0].hashes), np.nan)
-        handles = ctx.handles(u.eid)
         for i0, i1 in doc_blocks(locs[0], d, ctx.block_bytes, per_doc_layers=len(layers)):
-            stack = np.stack([read_block(ctx.store, loc, i0, i1, handles) for loc in locs])  # [layers, tokens, d]
+            stack = np.stack([read_block(ctx.store, loc, i0, i1) for loc in locs])  # [layers, tokens, d]
             offsets = np.concatenate([[0], np.cumsum(locs[0].tokens[i0:i1])])
             for j in range(i1 - i0):
                 values[i0 + j] = ctx.call(stack[:, offsets[j]:offsets[j + 1]])

@@ -2,22 +2,23 @@
 
 Everything streams one layer at a time, in dataset order, in blocks of whole
 documents of at most ``block_bytes`` of float32 (a document larger than that is
-one block of its own). Arrays come from :func:`layerlake.store.reader.gather_rows`
-(only chunks overlapping the rows are read) as float32; reductions accumulate
-in float64. Nothing here computes a metric.
+one block of its own). Arrays are read by the lake handle's chunk reader
+(``store.reader``: only chunks overlapping the rows, each once per block, counted
+by ``Lake.track_reads``) as float32; reductions accumulate in float64. Nothing
+here computes a metric.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator, Sequence
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from ..errors import NotFoundError, SpecError
-from ..store import LakeStore, read_parquet, reader
+from ..errors import SpecError
+from ..store import ArrayRef, LakeStore, read_parquet
+from .frames import missing_documents_error
 
 DEFAULT_BLOCK_BYTES = 32 << 20  # float32 rows per block; reading one costs ~4x this transiently
 
@@ -44,8 +45,8 @@ class LayerLocation:
 
 
 def locate_docs(store: LakeStore, eid: str, hashes: Sequence[str], layer: int | None,
-                what: str = "") -> LayerLocation:
-    """Locate ``hashes`` (in that order) in extraction ``eid``; every document must be there."""
+                dataset: str | None = None) -> LayerLocation:
+    """Locate ``hashes`` (in that order, documents of ``dataset``) in extraction ``eid``; every one must be there."""
     table = store.locate(eid, list(hashes), layer)
     got = table.column("doc_hash").to_pylist()
     counts = table.column("n_tokens").to_pylist()
@@ -64,12 +65,7 @@ def locate_docs(store: LakeStore, eid: str, hashes: Sequence[str], layer: int | 
     found = i + 1
     if found != len(hashes) or len(set(got)) != len(hashes):
         have = set(got)
-        missing = [h for h in hashes if h not in have]
-        where = f"layer {layer}" if layer is not None else "tokens"
-        raise NotFoundError(
-            f"{len(missing)} document(s) {what}have no {where} in extraction {eid} (e.g. {missing[:2]}); "
-            f"ingest them first (layerlake ingest ... --layers {layer if layer is not None else 'all'})"
-        )
+        raise missing_documents_error(store, eid, layer, [h for h in hashes if h not in have], dataset)
     starts[len(hashes)] = table.num_rows
     return LayerLocation(eid, layer, list(hashes), table, starts, tokens)
 
@@ -91,87 +87,44 @@ def doc_blocks(loc: LayerLocation, d_model: int, block_bytes: int, per_doc_layer
     return out
 
 
-class ArrayHandles:
-    """Open zarr arrays per (shard, layer) of one extraction, reused across blocks."""
+def read_block(store: LakeStore, loc: LayerLocation, i0: int, i1: int) -> np.ndarray:
+    """Float32 token rows ``[tokens of docs i0..i1-1, d_model]`` at ``loc.layer``, as one counted scan.
 
-    def __init__(self, store: LakeStore, eid: str) -> None:
-        self.store, self.eid = store, eid
-        self._open: dict[int, dict[str, Any]] = {}
-
-    def for_layer(self, layer: int, shards: Sequence[str]) -> dict[str, Any]:
-        have = self._open.setdefault(layer, {})
-        for s in shards:
-            if s not in have:
-                have[s] = reader.layer_array(self.store, self.eid, s, layer)
-        return have
-
-
-COALESCE_GAP_ROWS = 8192  # rows a coalesced read may skip in one shard (beyond 2x what is wanted)
-
-
-def read_block(store: LakeStore, loc: LayerLocation, i0: int, i1: int, handles: ArrayHandles) -> np.ndarray:
-    """Float32 token rows ``[tokens of docs i0..i1-1, d_model]`` at ``loc.layer``.
-
-    Windows of one shard that lie close together (the rows in between are at most
-    as many as those wanted, or ``COALESCE_GAP_ROWS``) are read as one range and
-    picked in memory: a chunk is then decoded once instead of once per window
-    (e.g. every other augmented view, or a dataset whose documents are scattered
-    over a shard written for another dataset).
+    Per shard, every chunk holding a wanted row is decoded once, however the
+    windows are scattered (e.g. every other augmented view, or a dataset whose
+    documents lie between others of a shard written for another dataset).
     """
     r0, r1 = int(loc.doc_start[i0]), int(loc.doc_start[i1])
     sub = loc.table.slice(r0, r1 - r0)
-    shards = sub.column("shard").to_pylist()
-    starts = sub.column("row_start").to_pylist()
-    counts = sub.column("n_tokens").to_pylist()
-    arrays = handles.for_layer(int(loc.layer), sorted(set(shards)))
-    layer = int(loc.layer)
-    by_shard: dict[str, list[tuple[int, int, int]]] = {}
-    dst = 0
-    for s, a, n in zip(shards, starts, counts):
-        by_shard.setdefault(s, []).append((int(a), int(n), dst))
-        dst += int(n)
-    if len(by_shard) == 1 and _contiguous(next(iter(by_shard.values()))):
-        return reader.gather_rows(store, loc.eid, sub, layer, arrays=arrays)
-    out: np.ndarray | None = None
-    for s, pieces in by_shard.items():
-        lo = min(a for a, _, _ in pieces)
-        hi = max(a + n for a, n, _ in pieces)
-        want = sum(n for _, n, _ in pieces)
-        if len(pieces) > 1 and (hi - lo <= 2 * want or hi - lo - want <= COALESCE_GAP_ROWS):
-            span = pa.table({"shard": [s], "row_start": [lo], "n_tokens": [hi - lo]})
-            big = reader.gather_rows(store, loc.eid, span, layer, arrays=arrays)
-            parts = [(big[a - lo:a - lo + n], d) for a, n, d in pieces]
-        else:
-            t = pa.table({"shard": [s] * len(pieces), "row_start": [a for a, _, _ in pieces],
-                          "n_tokens": [n for _, n, _ in pieces]})
-            got = reader.gather_rows(store, loc.eid, t, layer, arrays=arrays)
-            offs = np.concatenate([[0], np.cumsum([n for _, n, _ in pieces])])
-            parts = [(got[offs[k]:offs[k + 1]], d) for k, (_, _, d) in enumerate(pieces)]
-        for rows, d in parts:
+    shards = np.asarray(sub.column("shard").to_pylist(), dtype=object)
+    starts = np.asarray(sub.column("row_start").to_numpy(), dtype=np.int64)
+    counts = np.asarray(sub.column("n_tokens").to_numpy(), dtype=np.int64)
+    dst = np.cumsum(counts) - counts
+    reader = store.reader
+    with reader.scan(f"metric input {loc.eid} layer {loc.layer}") as stats:
+        out: np.ndarray | None = None
+        for sid in dict.fromkeys(shards.tolist()):
+            ref = ArrayRef.hidden(loc.eid, sid, int(loc.layer))
             if out is None:
-                out = np.empty((dst, rows.shape[1]), dtype=np.float32)
-            out[d:d + rows.shape[0]] = rows
+                out = np.empty((int(counts.sum()),) + reader.shape(ref, stats)[1:], dtype=np.float32)
+            m = shards == sid
+            reader.fill(out, ref, starts[m], starts[m] + counts[m], dst[m], stats)
     return out if out is not None else np.empty((0, 0), dtype=np.float32)
 
 
-def _contiguous(pieces: list[tuple[int, int, int]]) -> bool:
-    return all(pieces[k][0] + pieces[k][1] == pieces[k + 1][0] for k in range(len(pieces) - 1))
-
-
-def iter_doc_arrays(store: LakeStore, loc: LayerLocation, d_model: int, block_bytes: int,
-                    handles: ArrayHandles) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+def iter_doc_arrays(store: LakeStore, loc: LayerLocation, d_model: int,
+                    block_bytes: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """Yield ``(i0, block, offsets)`` per block: rows of docs ``i0..`` and their offsets ``[docs + 1]``."""
     for i0, i1 in doc_blocks(loc, d_model, block_bytes):
-        block = read_block(store, loc, i0, i1, handles)
+        block = read_block(store, loc, i0, i1)
         offsets = np.concatenate([[0], np.cumsum(loc.tokens[i0:i1])]).astype(np.int64)
         yield i0, block, offsets
 
 
-def pooled_vectors(store: LakeStore, loc: LayerLocation, d_model: int, block_bytes: int,
-                   handles: ArrayHandles) -> np.ndarray:
+def pooled_vectors(store: LakeStore, loc: LayerLocation, d_model: int, block_bytes: int) -> np.ndarray:
     """Masked mean over each document's tokens (all windows): ``Float64[docs, d_model]``."""
     out = np.empty((len(loc.hashes), d_model), dtype=np.float64)
-    for i0, block, offsets in iter_doc_arrays(store, loc, d_model, block_bytes, handles):
+    for i0, block, offsets in iter_doc_arrays(store, loc, d_model, block_bytes):
         n = len(offsets) - 1
         counts = np.diff(offsets)
         if np.any(counts == 0):
@@ -189,8 +142,8 @@ def token_sample(total: int, max_tokens: int, seed: int) -> np.ndarray:
     return np.sort(rng.choice(total, size=max_tokens, replace=False)).astype(np.int64)
 
 
-def sampled_tokens(store: LakeStore, loc: LayerLocation, sample: np.ndarray, d_model: int, block_bytes: int,
-                   handles: ArrayHandles) -> np.ndarray:
+def sampled_tokens(store: LakeStore, loc: LayerLocation, sample: np.ndarray, d_model: int,
+                   block_bytes: int) -> np.ndarray:
     """Float32 rows ``[len(sample), d_model]`` of the sampled tokens, read block by block."""
     out = np.empty((len(sample), d_model), dtype=np.float32)
     starts = loc.token_start
@@ -200,7 +153,7 @@ def sampled_tokens(store: LakeStore, loc: LayerLocation, sample: np.ndarray, d_m
         a, b = np.searchsorted(sample, lo), np.searchsorted(sample, hi)
         if a == b:
             continue
-        block = read_block(store, loc, i0, i1, handles)
+        block = read_block(store, loc, i0, i1)
         out[pos:pos + (b - a)] = block[sample[a:b] - lo]
         pos += b - a
     return out

@@ -166,7 +166,7 @@ def build_relations(conn: duckdb.DuckDBPyConnection, engine: "QueryEngine", snap
             pass
     objects: dict[str, Any] = {}
     objects["extractions"] = extractions_table(store)
-    objects["docs"] = docs_frame(snap)
+    objects["docs"] = docs_relation(snap)
     sup = snap.superseded()
     objects["_layerlake_superseded"] = sup
     conn.execute(f"CREATE OR REPLACE VIEW datasets AS {datasets_sql(store, snap)}")
@@ -187,7 +187,7 @@ def build_relations(conn: duckdb.DuckDBPyConnection, engine: "QueryEngine", snap
     return set(objects)
 
 
-def docs_frame(snap: Snapshot) -> pl.DataFrame:
+def docs_relation(snap: Snapshot) -> pl.DataFrame:
     """``docs``: each stored window once, in the shard that serves its tokens, with the document's layers."""
     w = snap.windows.join(snap.token_placement, on=["extraction", "doc_hash", "shard"], how="semi")
     w = w.drop("layers").join(snap.doc_layers, on=["extraction", "doc_hash"], how="left")

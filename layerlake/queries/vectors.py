@@ -15,7 +15,7 @@ evaluate (the predicate is split at its top-level ``&``):
 2. tokens: windows expanded to shard rows; ``position``/``token``/``token_id``/
    ``nll`` are fetched from ``tokens.parquet`` only when asked or filtered on;
 3. vectors: only when ``vec`` is projected or filtered on, the selected rows
-   are read chunk by chunk (:class:`layerlake.queries.chunks.ChunkReader`).
+   are read chunk by chunk (:class:`layerlake.store.ChunkReader`).
 
 A conjunct on ``dataset``, ``model``, ``extraction`` or ``layer`` that no value
 in the lake satisfies is an error naming the valid values (a typo should not
@@ -34,6 +34,7 @@ import polars as pl
 import pyarrow as pa
 
 from ..errors import NotFoundError
+from ..store import ArrayRef
 from .snapshot import Snapshot, explode_rows
 
 if TYPE_CHECKING:
@@ -201,7 +202,7 @@ class VectorSource:
         if n_rows == 0:
             yield pl.DataFrame(schema={c: schema[c] for c in out_cols})
             return
-        with self.engine.reader.scan(self.scope.name) as stats:
+        with self.engine.store.reader.scan(self.scope.name) as stats:
             yield from self._scan(out_cols, predicate, n_rows, stats)
 
     def _scan(self, out_cols: list[str], predicate: pl.Expr | None, n_rows: int | None,
@@ -305,7 +306,7 @@ class VectorSource:
             dst = np.asarray(idx, dtype=np.int64)
             src = np.asarray(rows, dtype=np.int64)
             s0, s1, d0 = to_ranges(src, dst)
-            self.engine.reader.fill(out, eid, sid, int(layer), s0, s1, d0, stats)
+            self.engine.store.reader.fill(out, ArrayRef.hidden(eid, sid, int(layer)), s0, s1, d0, stats)
         cols = []
         if want_norm:
             norm = np.sqrt(np.einsum("ij,ij->i", out, out, dtype=np.float64)).astype(np.float32)
@@ -332,7 +333,7 @@ def to_ranges(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray,
 def dataset_vectors(engine: "QueryEngine", dataset: str, model: str | None = None, layers: Any = "all",
                     docs: Sequence[str] | None = None) -> pl.LazyFrame:
     """``lake.vectors``: the dataset's token vectors as a LazyFrame, layer by layer in dataset order."""
-    from .frames import normalize_layers
+    from .frames import missing_documents_error, normalize_layers
 
     store = engine.store
     snap = engine.snapshot()
@@ -351,12 +352,9 @@ def dataset_vectors(engine: "QueryEngine", dataset: str, model: str | None = Non
               .select("layer", "doc_hash").unique())
     for layer in layer_list:
         have = placed.filter(pl.col("layer") == layer)
-        missing = hashes.join(have, on="doc_hash", how="anti").height
+        missing = hashes.join(have, on="doc_hash", how="anti")["doc_hash"].to_list()
         if missing:
-            info = snap.extractions[eid]
-            raise NotFoundError(
-                f"{missing} document(s) of dataset {dataset!r} have no layer {layer} in extraction {eid} "
-                f"({info.model}); ingest them (e.g. `layerlake ingest ... --layers {layer}`)")
+            raise missing_documents_error(store, eid, layer, missing, dataset)
     scope = VectorScope(extractions=(eid,), layers=((eid, tuple(layer_list)),), dataset=dataset,
                         name=f"vectors[{dataset}]")
     lf = VectorSource(engine, snap, scope).lazy()

@@ -9,6 +9,7 @@ from .fs import LakeFS, canonical_json
 from .gc import GCReport, collect_garbage, remove_dataset
 from .hashing import doc_hash, extraction_id, json_hash
 from .importer import ImportReport, import_lake, verify_export
+from .reader import ArrayRef, ChunkReader, ReadStats
 from .shards import DOCS_SCHEMA, TOKENS_SCHEMA, ShardData, read_parquet, write_shard
 from .specs import CaptureSpec, JacobianSketch, parse_layers
 from .verify import verify_lake
@@ -18,5 +19,5 @@ __all__ = [
     "doc_hash", "extraction_id", "json_hash", "DOCS_SCHEMA", "TOKENS_SCHEMA", "ShardData",
     "read_parquet", "write_shard", "CaptureSpec", "JacobianSketch", "parse_layers",
     "ExportReport", "export_dataset", "GCReport", "collect_garbage", "remove_dataset", "ImportReport", "import_lake",
-    "verify_export", "verify_lake",
+    "verify_export", "verify_lake", "ArrayRef", "ChunkReader", "ReadStats",
 ]

@@ -8,7 +8,7 @@ instead of returning wrong numbers. bfloat16 is stored as a ``uint16`` view with
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable
 
 import numpy as np
 import zarr
@@ -45,7 +45,7 @@ def write_array(group: zarr.Group, name: str, data: np.ndarray, logical_dtype: s
     row_bytes = int(np.prod(data.shape[1:], dtype=np.int64)) * data.dtype.itemsize
     chunks = (chunk_rows(row_bytes, data.shape[0], chunk_bytes),) + tuple(data.shape[1:])
     # zarr reads a missing chunk file as fill_value, silently: a NaN fill makes a lost chunk of a float
-    # array visible to read_rows (stored hidden states are never NaN: capture refuses them)
+    # array visible to the chunk reader (stored hidden states are never NaN: capture refuses them)
     fill: Any = 0
     extra: dict[str, Any] = {}
     if data.dtype.kind == "f":
@@ -80,37 +80,6 @@ def to_float32(raw: np.ndarray, logical_dtype: str) -> np.ndarray:
     return raw.astype(np.float32, copy=False)
 
 
-def read_rows(arr: zarr.Array, ranges: Sequence[tuple[int, int]], *, where: str = "") -> np.ndarray:
-    """Rows ``[start, stop)`` for each range, concatenated, as float32.
-
-    Only the chunks overlapping the ranges are read. A chunk whose checksum
-    fails raises :class:`IntegrityError` naming the array.
-    """
-    check_array(arr, where=where or str(arr.path))
-    logical = arr.attrs.get("dtype", str(arr.dtype))
-    parts = []
-    try:
-        for start, stop in _merge_ranges(ranges):
-            parts.append(arr[start:stop])
-    except Exception as exc:  # zarr raises various codec errors on damaged chunks
-        if isinstance(exc, (KeyboardInterrupt, MemoryError)):
-            raise
-        raise IntegrityError(
-            f"cannot read {where or arr.path}: {type(exc).__name__}: {exc}; the chunk is damaged or "
-            "missing — run `layerlake verify` and re-ingest the affected documents"
-        ) from exc
-    d = arr.shape[1:]
-    raw = np.concatenate(parts) if parts else np.empty((0,) + tuple(d), dtype=arr.dtype)
-    out = to_float32(raw, logical)
-    if arr.attrs.get("fill") == "nan" and out.size and np.isnan(out).any():
-        raise IntegrityError(
-            f"cannot read {where or arr.path}: a chunk file is missing (read back as the NaN fill value); "
-            "run `layerlake verify` and re-ingest the affected documents"
-        )
-    # re-expand merged ranges into the requested order
-    return _reorder(out, ranges)
-
-
 def _merge_ranges(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
     merged: list[tuple[int, int]] = []
     for start, stop in sorted(r for r in ranges if r[1] > r[0]):
@@ -119,25 +88,6 @@ def _merge_ranges(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
         else:
             merged.append((start, stop))
     return merged
-
-
-def _reorder(block: np.ndarray, ranges: Sequence[tuple[int, int]]) -> np.ndarray:
-    merged = _merge_ranges(ranges)
-    wanted = [r for r in ranges if r[1] > r[0]]
-    if merged == wanted:
-        return block
-    offsets = []
-    pos = 0
-    for start, stop in merged:
-        offsets.append((start, stop, pos))
-        pos += stop - start
-    pieces = []
-    for start, stop in wanted:
-        for ms, me, base in offsets:
-            if ms <= start and stop <= me:
-                pieces.append(block[base + start - ms: base + stop - ms])
-                break
-    return np.concatenate(pieces) if pieces else block[:0]
 
 
 def open_group(lake: LakeFS, *parts: str) -> zarr.Group:

@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 from ..errors import FormatVersionError, IntegrityError, LayerlakeError, NotFoundError, SpecError
 from .fs import LakeFS
 from .hashing import json_hash
+from .reader import ChunkReader
 from .shards import check_bytes, read_parquet
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ class LakeStore:
         self._doc_cache: dict[str, tuple[tuple[str, ...], pa.Table]] = {}
         self._damaged: dict[str, dict[str, str]] = {}
         self._checked: set[tuple[str, str, str]] = set()
+        self.reader = ChunkReader(self.fs)  # every array read of this handle goes through it (counted)
         self._open_or_create()
 
     # -- lake.json -------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from layerlake.errors import LayerlakeError
 
 from layerlake.errors import NotFoundError, SpecError
 from layerlake.metrics import REGISTRY, MetricDef, get_metric
-from layerlake.store import reader
+from layerlake.store import ArrayRef, ChunkReader
 
 from .synth import build
 
@@ -67,14 +67,13 @@ def test_nan_documents_are_left_out_of_the_mean(synth, monkeypatch):
 
 def test_small_blocks_give_the_same_answer_with_bounded_reads(synth, monkeypatch):
     sizes = []
-    real = reader.gather_rows
+    real = ChunkReader.fill
 
-    def spy(*a, **k):
-        out = real(*a, **k)
-        sizes.append(out.shape[0])
-        return out
+    def spy(self, out, ref, src_start, src_stop, *a, **k):
+        sizes.append(int((np.asarray(src_stop) - np.asarray(src_start)).sum()))
+        return real(self, out, ref, src_start, src_stop, *a, **k)
 
-    monkeypatch.setattr(reader, "gather_rows", spy)
+    monkeypatch.setattr(ChunkReader, "fill", spy)
     big = synth.lake.metric("matrix_entropy", dataset="ds", layers=[1], cache=False)
     n_big = len(sizes)
     small = synth.lake.metric("matrix_entropy", dataset="ds", layers=[1], cache=False, block_bytes=8 * 4 * 12)
@@ -278,10 +277,17 @@ def test_scattered_documents_are_read_in_one_range_per_shard(tmp_path, monkeypat
     store.write_dataset("odd", table.drop_columns(["ordinal"]).take(list(range(1, 20, 2))))
     store.link_dataset("odd", s.eids["model-a"], {"model": "model-a"})
     calls = []
-    real = reader.gather_rows
-    monkeypatch.setattr(reader, "gather_rows", lambda *a, **k: calls.append(a[2].num_rows) or real(*a, **k))
-    df = s.lake.metric("mean_norm", dataset="odd", layers=[1], per="doc")
-    assert calls == [1]  # one range covering the ten wanted documents and the nine between them
+    real = ChunkReader.fill
+    monkeypatch.setattr(ChunkReader, "fill", lambda self, out, ref, a, b, *r, **k: calls.append(
+        (np.asarray(a), np.asarray(b))) or real(self, out, ref, a, b, *r, **k))
+    with s.lake.track_reads() as total:
+        df = s.lake.metric("mean_norm", dataset="odd", layers=[1], per="doc")
+    assert len(calls) == 1 and len(calls[0][0]) == 10  # one read of the shard for the ten wanted documents
+    sid = store.locate(s.eids["model-a"], table.column("doc_hash").to_pylist()[:1], 1).column("shard")[0].as_py()
+    arr = store.reader.array(ArrayRef.hidden(s.eids["model-a"], sid, 1))
+    cr = arr.chunks[0]
+    wanted = {r // cr for a, b in zip(*calls[0]) for r in range(int(a), int(b))}
+    assert total.chunks == len(wanted) > 0  # each chunk holding a wanted row is decoded once
     fn = get_metric("mean_norm").fn
     np.testing.assert_allclose(df["value"].to_numpy(), [fn(h) for h in s.docs("model-a", 1, range(1, 20, 2))],
                                rtol=1e-12)

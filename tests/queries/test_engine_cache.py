@@ -14,7 +14,7 @@ import layerlake as ll
 from layerlake.metrics import REGISTRY
 from layerlake.queries import metric_cache as mc
 from layerlake.queries.metric_sql import install_sql_metrics
-from layerlake.store import reader
+from layerlake.store import ChunkReader
 
 from .synth import build
 
@@ -26,15 +26,16 @@ def synth(tmp_path):
 
 @pytest.fixture
 def reads(monkeypatch):
-    """Count array reads (every hidden-state read goes through store.reader.gather_rows)."""
+    """Count hidden-state reads (every array read goes through the store's ChunkReader.fill)."""
     calls = []
-    real = reader.gather_rows
+    real = ChunkReader.fill
 
-    def spy(store, eid, locations, layer, arrays=None):
-        calls.append((eid, layer, locations.num_rows))
-        return real(store, eid, locations, layer, arrays=arrays)
+    def spy(self, out, ref, src_start, src_stop, dst_start, stats=None):
+        if "hidden.zarr" in ref.parts:
+            calls.append((ref.parts[1], int(ref.parts[-1].split("_")[1]), len(src_start)))
+        return real(self, out, ref, src_start, src_stop, dst_start, stats)
 
-    monkeypatch.setattr(reader, "gather_rows", spy)
+    monkeypatch.setattr(ChunkReader, "fill", spy)
     return calls
 
 
