@@ -9,7 +9,6 @@ import layerlake as ll
 from layerlake.metrics import REGISTRY, get_metric
 from layerlake.queries import metric_compute
 from layerlake.queries.metric_plan import docs_fingerprint, key_params, unit_key
-from layerlake.store import reader
 
 from .synth import build
 
@@ -86,15 +85,14 @@ def test_int_and_float_of_one_value_give_one_key(rich, sketched, name, param, as
     ("infonce", ({"tau": 1}, {"tau": 1.0})),  # views
     ("dataset_gride_id", ({"n1": 1, "n2": 3}, {"n1": 1.0, "n2": 3.0})),  # token_cloud, int parameters
 ])
-def test_equal_values_hit_the_same_cache_entry(tmp_path, monkeypatch, name, params):
+def test_equal_values_hit_the_same_cache_entry(tmp_path, name, params):
     s = build(tmp_path, n_docs=8, models={"model-k": (2, 8)}, views=2)
     first = s.lake.metric(name, dataset="ds", layers=[1, 2], **params[0])
     files = sorted(s.lake.store.fs.listdir("metrics", s.eids["model-k"]))
     assert len(files) == 2
-    calls = []
-    monkeypatch.setattr(reader, "gather_rows", lambda *a, **k: calls.append(a) or pytest.fail("read arrays"))
-    again = s.lake.metric(name, dataset="ds", layers=[1, 2], **params[1])
-    assert calls == [] and again.equals(first)
+    with s.lake.track_reads() as stats:
+        again = s.lake.metric(name, dataset="ds", layers=[1, 2], **params[1])
+    assert (stats.chunks, stats.bytes_read) == (0, 0) and again.equals(first)
     assert sorted(s.lake.store.fs.listdir("metrics", s.eids["model-k"])) == files
 
 
