@@ -25,8 +25,8 @@ from zarr.storage import WrapperStore
 
 from ..store.safety import check_array
 from ..errors import IntegrityError, NotFoundError
-from ..store import LakeStore
-from ..store.arrays import to_float32, zarr_store
+from ..store import LakeStore, layout
+from ..store.arrays import to_float32
 
 log = logging.getLogger(__name__)
 
@@ -127,10 +127,10 @@ class ChunkReader:
             if arr is not None:
                 self._arrays.move_to_end(key)
                 return arr
-        parts = ("extractions", eid, "shards", shard, "hidden.zarr", f"layer_{int(layer)}")
+        parts = layout.hidden_array(eid, shard, layer)
         where = self.store.fs.url_of(*parts)
         try:
-            arr = zarr.open_array(_CountingStore(zarr_store(self.store.fs, *parts, read_only=True), self.counter),
+            arr = zarr.open_array(_CountingStore(self.store.fs.zarr_store(*parts, read_only=True), self.counter),
                                   mode="r", zarr_format=3)
         except FileNotFoundError:
             raise NotFoundError(f"shard {shard} of extraction {eid} has no layer {layer} "

@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 from ..errors import IntegrityError, NotFoundError, SpecError
 from ..metrics import get_metric
 from ..metrics.jacobian import JacobianFactors, coupling_matrix, linearization_fidelity, sketch_reconstruct
-from ..store import JacobianSketch, LakeStore, parse_layers, read_parquet
+from ..store import JacobianSketch, LakeStore, layout, parse_layers, read_parquet
 from ..store.arrays import open_group, read_rows
 from ..store.sketch import check_test_matrix, sketch_key
 
@@ -100,7 +100,7 @@ def sketched_tokens(store: LakeStore, dataset: str, eid: str, key: str, layer: i
     parts = []
     for sid in shards:
         rows = _array(store, eid, sid, key, layer, "rows")[:]
-        toks = read_parquet(store.fs, "extractions", eid, "shards", sid, "tokens.parquet",
+        toks = read_parquet(store.fs, *layout.shard_file(eid, sid, layout.TOKENS_FILE),
                             columns=["row", "doc_hash", "window", "position", "token"])
         frame = pl.from_arrow(toks)
         picked = pl.DataFrame({"row": rows.astype(np.int64), "sketch_index": np.arange(len(rows), dtype=np.int64)})
@@ -120,9 +120,9 @@ def sketched_tokens(store: LakeStore, dataset: str, eid: str, key: str, layer: i
 
 
 def _array(store: LakeStore, eid: str, sid: str, key: str, layer: int, name: str) -> Any:
-    group = open_group(store.fs, "extractions", eid, "shards", sid, "jacobian.zarr")
+    group = open_group(store.fs, *layout.jacobian_group(eid, sid))
     try:
-        return group[f"{key}/layer_{layer}/{name}"]
+        return group[layout.jacobian_member(key, layer, name)]
     except KeyError:
         raise NotFoundError(f"shard {sid} of extraction {eid} has no {name} for sketch {key} block {layer}") from None
 

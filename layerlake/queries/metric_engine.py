@@ -42,7 +42,7 @@ import pyarrow as pa
 
 from ..errors import NotFoundError, SpecError
 from ..metrics import MetricDef, get_metric
-from ..store import LakeStore, parse_layers
+from ..store import LakeStore, layout, parse_layers
 from . import metric_cache as mc
 from .metric_inputs import DEFAULT_BLOCK_BYTES
 
@@ -195,7 +195,7 @@ class MetricPlan:
             other = f" vs {u.model2}" if u.model2 else ""
             status = "cached " if u.cached else "compute"
             lines.append(f"  {status}  {u.model}{other}  layer {where}  "
-                         f"{mc.CACHE_DIR}/{u.eid}/{u.key}.parquet")
+                         f"{layout.rel(layout.metric_file(u.eid, u.key))}")
         if store is not None and self.to_compute:
             reads = self.reads(store)
             total = sum(r["bytes"] for r in reads)

@@ -46,11 +46,7 @@ def write_result(rel: Any, *, fmt: str, out: str | None, lake_fs: Any, max_rows:
 
 
 def _check_out(out: str, lake_fs: Any) -> None:
-    if not lake_fs.is_local:
-        return
-    path = os.path.abspath(out)
-    root = lake_fs.root.rstrip(os.sep)
-    if path == root or path.startswith(root + os.sep):
+    if lake_fs.contains(os.path.abspath(out)):
         raise ReadOnlyError(f"--out {out} is inside the lake {lake_fs.url}; the lake is written only by ingest — "
                             "choose a path outside it")
 

@@ -9,6 +9,7 @@ import pyarrow as pa
 import zarr
 
 from ..errors import IntegrityError, NotFoundError
+from . import layout
 from .arrays import open_group, read_rows
 from .catalog import LakeStore
 from .safety import check_array
@@ -16,10 +17,10 @@ from .safety import check_array
 
 def layer_array(store: LakeStore, eid: str, shard: str, layer: int) -> zarr.Array:
     """The array of ``layer`` in a committed shard; unreadable metadata raises :class:`IntegrityError`."""
-    where = store.fs.url_of("extractions", eid, "shards", shard, "hidden.zarr", f"layer_{layer}")
+    where = store.fs.url_of(*layout.hidden_array(eid, shard, layer))
     try:
-        group = open_group(store.fs, "extractions", eid, "shards", shard, "hidden.zarr")
-        arr = group[f"layer_{layer}"]
+        group = open_group(store.fs, *layout.hidden_group(eid, shard))
+        arr = group[layout.layer_name(layer)]
     except KeyError:
         if layer in store.shard_layers(eid, shard):
             raise IntegrityError(f"{where} is missing though the shard's commit marker lists layer {layer}; "
