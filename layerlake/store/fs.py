@@ -117,8 +117,13 @@ class LakeFS:
             path = os.path.abspath(target[len("file://"):] if target.startswith("file://") else target)
             root = self.root.rstrip(os.sep)
             return path == root or path.startswith(root + os.sep)
-        url = self.url.rstrip("/")
-        return target == url or target.startswith(url + "/")
+        proto, sep, _ = target.partition("://")
+        protos = self._fs.protocol if isinstance(self._fs.protocol, (tuple, list)) else (self._fs.protocol,)
+        if not sep or proto not in protos:  # a local path, or another filesystem
+            return False
+        path = str(self._fs._strip_protocol(target)).rstrip("/")
+        root = self.root.rstrip("/")
+        return path == root or path.startswith(root + "/")
 
     # -- reads ---------------------------------------------------------------------------
     def exists(self, *parts: str) -> bool:
