@@ -58,11 +58,7 @@ def write_result(rel: Any, *, fmt: str, out: str | None, lake: Any, max_rows: in
 
 def _check_out(out: str, lake: Any) -> None:
     lake_fs = lake.store.fs
-    if not lake_fs.is_local:
-        return
-    path = os.path.abspath(out)
-    root = lake_fs.root.rstrip(os.sep)
-    if path == root or path.startswith(root + os.sep):
+    if lake_fs.contains(os.path.abspath(out)):
         raise ReadOnlyError(f"--out {out} is inside the lake {lake_fs.url}; the lake is written only by ingest — "
                             "choose a path outside it")
 

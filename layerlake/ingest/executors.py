@@ -103,9 +103,7 @@ def _check_number(name: str, value: Any, *, minimum: float, integer: bool = Fals
 def check_ray_setup(store: LakeStore, options: dict[str, Any] | None) -> RayOptions:
     """Fail fast, before any corpus or model is read: options, the lake's reachability, Ray installed."""
     opts = RayOptions.from_dict(options)
-    protocol = store.fs.fs.protocol
-    protocols = protocol if isinstance(protocol, (tuple, list)) else (protocol,)
-    if "memory" in protocols:
+    if store.fs.protocol == "memory":
         raise SpecError(f"lake {store.fs.url} lives in this process's memory; Ray workers cannot write to it. Use "
                         "a directory every worker can reach (a shared file system) or an object store URL")
     import_ray()
@@ -372,7 +370,7 @@ def run_ray(store: LakeStore, eid: str, lm: Any, corpus: Any, plan: dict[tuple[i
         model_obj = ray.put(model_payload(model))  # a PreTrainedModel: every actor gets it from the object store
         kw["model"] = None
     kw.pop("device", None)
-    lake_url = store.fs.root if store.fs.is_local else store.fs.url
+    lake_url = store.fs.url_of()
     threads = max(1, int(opts.cpus_per_worker)) if gpus == 0 else 0
     actor_cls = ray.remote(IngestWorker).options(num_cpus=opts.cpus_per_worker, num_gpus=gpus, max_restarts=0,
                                                  max_task_retries=0)

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..errors import IntegrityError, LayerlakeError, NotFoundError, SpecError
-from ..store import ArrayRef, LakeStore, parse_layers
+from ..store import ArrayRef, LakeStore, layout, parse_layers
 from .remote import scan_lake_parquet
 
 
@@ -74,10 +74,10 @@ def tokens_frame(store: LakeStore, dataset: str, model: str | None = None) -> pl
     loc = locate_dataset(store, dataset, eid)
     shards = sorted(set(loc.column("shard").to_pylist()))
     for s in shards:  # checks each tokens.parquet against its commit marker's crc32c (once per handle)
-        store.checked_url(eid, s, "tokens.parquet")
+        store.checked_url(eid, s, layout.TOKENS_FILE)
     order = pl.from_arrow(store.dataset_table(dataset).select(["ordinal", "doc_hash"])).lazy()
     pick = pl.from_arrow(loc.select(["doc_hash", "shard"])).lazy().unique()
-    scans = [scan_lake_parquet(store, "extractions", eid, "shards", s, "tokens.parquet")
+    scans = [scan_lake_parquet(store, *layout.shard_file(eid, s, layout.TOKENS_FILE))
              .with_columns(pl.lit(s).alias("shard")) for s in shards]
     toks = pl.concat(scans, how="vertical") if scans else pl.LazyFrame()
     return (toks.join(pick, on=["doc_hash", "shard"], how="inner")

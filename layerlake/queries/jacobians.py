@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 from ..errors import IntegrityError, NotFoundError, SpecError
 from ..metrics import REGISTRY, MetricDef, get_metric
 from ..metrics.jacobian import JacobianFactors, coupling_matrix, linearization_fidelity, sketch_reconstruct
-from ..store import ArrayRef, JacobianSketch, LakeStore, parse_layers, read_parquet
+from ..store import ArrayRef, JacobianSketch, LakeStore, layout, parse_layers, read_parquet
 from ..store.sketch import check_test_matrix, sketch_key
 
 TokenKey = tuple[str, int, int]  # (doc_hash, window, position)
@@ -103,7 +103,7 @@ def sketched_tokens(store: LakeStore, dataset: str, eid: str, key: str, layer: i
             stored[sid] = reader.take(ref, [0], [reader.shape(ref, stats)[0]], stats, dtype=np.int64)
     for sid in shards:
         rows = stored[sid]
-        toks = read_parquet(store.fs, "extractions", eid, "shards", sid, "tokens.parquet",
+        toks = read_parquet(store.fs, *layout.shard_file(eid, sid, layout.TOKENS_FILE),
                             columns=["row", "doc_hash", "window", "position", "token"])
         frame = pl.from_arrow(toks)
         picked = pl.DataFrame({"row": rows.astype(np.int64), "sketch_index": np.arange(len(rows), dtype=np.int64)})

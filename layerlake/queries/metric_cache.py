@@ -26,11 +26,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..store import LakeStore
+from ..store import LakeStore, layout
 
 log = logging.getLogger(__name__)
-
-CACHE_DIR = "metrics"
 
 CACHE_SCHEMA = pa.schema([
     ("extraction", pa.string()),
@@ -50,15 +48,12 @@ CACHE_SCHEMA = pa.schema([
 
 def cached_keys(store: LakeStore, eid: str) -> set[str]:
     """Keys present in ``metrics/<eid>/`` (one directory listing)."""
-    return {n[:-8] for n in store.fs.listdir(CACHE_DIR, eid) if n.endswith(".parquet") and not n.startswith(".")}
+    return layout.metric_keys(store.fs.listdir(*layout.metrics_dir(eid)))
 
 
 def read_unit(store: LakeStore, eid: str, key: str) -> pa.Table:
     fs = store.fs
-    if fs.is_local:
-        table = pq.read_table(fs.path(CACHE_DIR, eid, f"{key}.parquet"))
-    else:
-        table = pq.read_table(fs.path(CACHE_DIR, eid, f"{key}.parquet"), filesystem=fs.fs)
+    table = pq.read_table(fs.path(*layout.metric_file(eid, key)), filesystem=fs.arrow_filesystem)
     return table.cast(CACHE_SCHEMA)
 
 
@@ -69,7 +64,7 @@ def write_unit(store: LakeStore, eid: str, key: str, table: pa.Table) -> bool:
         return False
     buf = io.BytesIO()
     pq.write_table(table.cast(CACHE_SCHEMA), buf, compression="zstd")
-    store.fs.write_bytes_atomic(buf.getvalue(), CACHE_DIR, eid, f"{key}.parquet")
+    store.fs.write_bytes_atomic(buf.getvalue(), *layout.metric_file(eid, key))
     return True
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..errors import SpecError
-from ..store import ArrayRef, LakeStore, read_parquet
+from ..store import ArrayRef, LakeStore, layout, read_parquet
 from .frames import missing_documents_error
 
 DEFAULT_BLOCK_BYTES = 32 << 20  # float32 rows per block; reading one costs ~4x this transiently
@@ -171,7 +171,7 @@ def doc_losses(store: LakeStore, loc: LayerLocation) -> list[np.ndarray]:
     pick = pl.from_arrow(loc.table.select(["doc_hash", "shard"])).unique()
     frames = []
     for sid in sorted(set(pick["shard"].to_list())):
-        toks = read_parquet(store.fs, "extractions", loc.eid, "shards", sid, "tokens.parquet",
+        toks = read_parquet(store.fs, *layout.shard_file(loc.eid, sid, layout.TOKENS_FILE),
                             columns=["doc_hash", "window", "position", "nll"])
         mine = pick.filter(pl.col("shard") == sid).select("doc_hash")
         frames.append(pl.from_arrow(toks).join(mine, on="doc_hash", how="semi"))

@@ -24,8 +24,7 @@ import polars as pl
 
 from ..errors import SpecError
 from ..metrics import MetricDef, get_metric
-from ..store import canonical_json, json_hash, parse_layers
-from .metric_cache import CACHE_DIR
+from ..store import canonical_json, json_hash, layout, parse_layers
 from .metric_inputs import DEFAULT_BLOCK_BYTES
 
 PER_CHOICES = ("layer", "doc")
@@ -265,7 +264,7 @@ class MetricPlan:
                 where += f" -> {u.layer2}"
             other = f" vs {u.model2}" if u.model2 else ""
             status = "cached " if u.cached else "compute"
-            lines.append(f"  {status}  {u.model}{other}  {where}  {CACHE_DIR}/{u.eid}/{u.key}.parquet")
+            lines.append(f"  {status}  {u.model}{other}  {where}  {layout.rel(layout.metric_file(u.eid, u.key))}")
         if reads is not None and self.to_compute:
             total = sum(r["bytes"] for r in reads)
             lines.append(f"will read {len(reads)} array(s), about {total / 1e6:,.1f} MB (before compression):")

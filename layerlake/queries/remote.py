@@ -19,6 +19,5 @@ def scan_lake_parquet(store: LakeStore, *parts: str) -> pl.LazyFrame:
     if polars_reads_natively(fs):
         return pl.scan_parquet(fs.url_of(*parts), storage_options=polars_storage_options(fs))
     import pyarrow.dataset as ds
-    from pyarrow.fs import FSSpecHandler, PyFileSystem
-    dataset = ds.dataset(fs.path(*parts), format="parquet", filesystem=PyFileSystem(FSSpecHandler(fs.fs)))
+    dataset = ds.dataset(fs.path(*parts), format="parquet", filesystem=fs.arrow_filesystem)
     return pl.scan_pyarrow_dataset(dataset)

@@ -19,7 +19,7 @@ import polars as pl
 import pyarrow as pa
 
 from ..errors import NotFoundError
-from ..store import LakeStore
+from ..store import LakeStore, layout
 
 log = logging.getLogger(__name__)
 
@@ -43,26 +43,25 @@ def state_key(store: LakeStore) -> tuple[Any, ...]:
     fs = store.fs
     ext = []
     for eid in store.extraction_ids():
-        ext.append((eid, tuple(store.commit_ids(eid)), tuple(fs.listdir("extractions", eid, "aliases"))))
+        ext.append((eid, tuple(store.commit_ids(eid)), tuple(fs.listdir(*layout.aliases_dir(eid)))))
     ds = []
     for name in store.dataset_names():
-        ds.append((name, _file_stamp(store, "datasets", name, "docs.parquet"),
-                   tuple(fs.listdir("datasets", name, "links"))))
+        ds.append((name, _file_stamp(store, *layout.dataset_docs(name)),
+                   tuple(fs.listdir(*layout.links_dir(name)))))
     return tuple(ext), tuple(ds)
 
 
 def _file_stamp(store: LakeStore, *parts: str) -> tuple[Any, ...]:
     try:
-        info = store.fs.fs.info(store.fs.path(*parts))
+        st = store.fs.stat(*parts)
     except FileNotFoundError:
         return ()
-    stamp = info.get("mtime") or info.get("LastModified") or info.get("ETag") or info.get("created")
-    return int(info.get("size") or 0), str(stamp), info.get("ino")
+    return st.size, st.mtime, st.version
 
 
 def metric_files(store: LakeStore) -> dict[str, int]:
     """``metrics/**/*.parquet`` (relative path -> size); temporary files are skipped."""
-    files = store.fs.walk_files("metrics")
+    files = store.fs.walk_files(*layout.metrics_dir())
     return {rel: size for rel, size in files.items()
             if rel.endswith(".parquet") and not any(p.startswith(".") for p in rel.split("/"))}
 
@@ -161,7 +160,7 @@ class Snapshot:
     def layer_stored_bytes(self, eid: str, layer: int) -> int:
         """Bytes of the chunks of ``layer`` over the committed shards of ``eid`` (from commit manifests)."""
         total = 0
-        prefix = f"hidden.zarr/layer_{int(layer)}/"
+        prefix = layout.hidden_prefix(layer)
         shards = self.extractions[eid].shard_layers
         for man in self.store.shard_manifests(eid):
             if man["shard"] not in shards:

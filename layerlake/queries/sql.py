@@ -27,7 +27,6 @@ A :class:`SqlCatalog` sits on a :class:`~layerlake.queries.engine.QueryEngine`
 from __future__ import annotations
 
 import logging
-import os
 import re
 import threading
 from typing import TYPE_CHECKING, Any, Callable, Sequence
@@ -36,6 +35,7 @@ import duckdb
 import polars as pl
 
 from ..errors import ReadOnlyError
+from ..store import layout
 from .snapshot import Snapshot, metric_files
 from .vectors import VectorScope, VectorSource
 
@@ -136,9 +136,9 @@ class SqlCatalog:
 
 def new_connection(store: Any) -> duckdb.DuckDBPyConnection:
     conn = duckdb.connect(":memory:")
-    if not store.fs.is_local:
+    if store.fs.url_filesystem is not None:
         try:
-            conn.register_filesystem(store.fs.fs)
+            conn.register_filesystem(store.fs.url_filesystem)
         except Exception as exc:  # already registered or unsupported: DuckDB reports on first read
             log.debug("could not register %s with DuckDB: %s", store.fs.url, exc)
     return conn
@@ -215,7 +215,7 @@ def tokens_sql(store: Any, snap: Snapshot, superseded: pl.DataFrame) -> str:
             if n_sup and n_sup >= doc_counts.get(f"{eid}/{sid}", 0):
                 continue  # every document of this shard is served by an earlier one
             partial = partial or bool(n_sup)
-            files.append(_q(store.fs.url_of("extractions", eid, "shards", sid, "tokens.parquet")))
+            files.append(_q(store.fs.url_of(*layout.shard_file(eid, sid, layout.TOKENS_FILE))))
         if not files:
             continue
         sel = (f"SELECT {_q(eid)} AS extraction, {cols}, {shard_of} AS shard, row "
@@ -228,7 +228,7 @@ def tokens_sql(store: Any, snap: Snapshot, superseded: pl.DataFrame) -> str:
 
 
 def datasets_sql(store: Any, snap: Snapshot) -> str:
-    parts = [f"SELECT {_q(n)} AS dataset, * FROM read_parquet({_q(store.fs.url_of('datasets', n, 'docs.parquet'))})"
+    parts = [f"SELECT {_q(n)} AS dataset, * FROM read_parquet({_q(store.fs.url_of(*layout.dataset_docs(n)))})"
              for n in snap.dataset_names]
     return "\nUNION ALL BY NAME ".join(parts) if parts else _empty_select(DATASETS_EMPTY)
 
@@ -238,7 +238,7 @@ def metrics_sql(store: Any) -> str:
     empty = _empty_select(METRICS_SCHEMA)
     if not files:
         return empty
-    listing = ", ".join(_q(store.fs.url_of("metrics", f)) for f in files)
+    listing = ", ".join(_q(store.fs.url_of(*layout.metrics_dir(), f)) for f in files)
     return f"SELECT * FROM ({empty}) UNION ALL BY NAME SELECT * FROM read_parquet([{listing}], union_by_name=true)"
 
 
@@ -271,17 +271,4 @@ def check_statements(query: str, *, lake_root: Any, read_only: bool) -> None:
 
 
 def _points_into(statement: str, lake_fs: Any) -> bool:
-    for m in _STRING.finditer(statement):
-        target = m.group(1).replace("''", "'")
-        if lake_fs.is_local:
-            if "://" in target and not target.startswith("file://"):
-                continue
-            path = os.path.abspath(target[len("file://"):] if target.startswith("file://") else target)
-            root = lake_fs.root.rstrip(os.sep)
-            if path == root or path.startswith(root + os.sep):
-                return True
-        else:
-            url = lake_fs.url.rstrip("/")
-            if target == url or target.startswith(url + "/"):
-                return True
-    return False
+    return any(lake_fs.contains(m.group(1).replace("''", "'")) for m in _STRING.finditer(statement))

@@ -14,9 +14,7 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, Crc32cCodec
 
-from ..errors import IntegrityError
 from .fs import LakeFS
-from .safety import check_array
 
 CHUNK_BYTES = 2 * 1024 * 1024
 PHYSICAL_DTYPE = {"float16": "float16", "bfloat16": "uint16", "float32": "float32"}
@@ -25,14 +23,6 @@ BF16_NAN_BITS = 0x7FC0
 
 def codecs() -> list[Any]:
     return [BloscCodec(cname="lz4", clevel=1, shuffle="shuffle"), Crc32cCodec()]
-
-
-def zarr_store(lake: LakeFS, *parts: str, read_only: bool = False) -> Any:
-    """A zarr store for the folder ``parts`` of the lake."""
-    if lake.is_local:
-        return zarr.storage.LocalStore(lake.path(*parts), read_only=read_only)
-    return zarr.storage.FsspecStore.from_url(lake.url_of(*parts), read_only=read_only,
-                                             storage_options=lake.storage_options or None)
 
 
 def chunk_rows(row_bytes: int, n_rows: int, chunk_bytes: int = CHUNK_BYTES) -> int:
@@ -92,16 +82,7 @@ def _merge_ranges(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
 
 def open_group(lake: LakeFS, *parts: str) -> zarr.Group:
     """Open a stored group read-only, Zarr v3 only (no fallback to v2 metadata)."""
-    return zarr.open_group(zarr_store(lake, *parts, read_only=True), mode="r", zarr_format=3)
-
-
-def check_all_chunks(arr: zarr.Array) -> None:
-    """Decode every chunk (the crc32c codec validates each); raises on damage."""
-    check_array(arr, where=str(arr.path))
-    bad = damaged_chunks(arr)
-    if bad:
-        key, exc = bad[0]
-        raise IntegrityError(f"chunk {key} of {arr.path} fails to decode: {exc}")
+    return zarr.open_group(lake.zarr_store(*parts, read_only=True), mode="r", zarr_format=3)
 
 
 def damaged_chunks(arr: zarr.Array) -> list[tuple[str, str]]:
@@ -120,13 +101,3 @@ def damaged_chunks(arr: zarr.Array) -> list[tuple[str, str]]:
             key = arr.metadata.encode_chunk_key((i,) + (0,) * (arr.ndim - 1))
             bad.append((key, f"{type(exc).__name__}: {exc}"))
     return bad
-
-
-def stored_nbytes(arr: zarr.Array) -> int:
-    try:
-        return int(arr.nbytes_stored())
-    except Exception:  # some stores cannot list sizes
-        return 0
-
-
-IntegrityErrors = (IntegrityError,)

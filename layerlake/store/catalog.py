@@ -11,7 +11,6 @@ import dataclasses
 import datetime as _dt
 import io
 import logging
-import re
 from typing import Any, Iterable
 
 import pyarrow as pa
@@ -19,8 +18,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..errors import FormatVersionError, IntegrityError, LayerlakeError, NotFoundError, SpecError
+from . import layout
 from .fs import LakeFS
 from .hashing import json_hash
+from .layout import check_dataset_name
 from .reader import ChunkReader
 from .shards import check_bytes, read_parquet
 
@@ -28,7 +29,6 @@ log = logging.getLogger(__name__)
 
 FORMAT_NAME = "layerlake"
 FORMAT_VERSION = "1.0"
-DATASET_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,10 +61,10 @@ class LakeStore:
         fs = self.fs
         if fs.exists() and fs.isfile():
             raise SpecError(f"lake path {fs.url} is a file, not a directory; choose a directory path for the lake")
-        if fs.exists("lake.json"):
-            meta = fs.read_json("lake.json")
+        if fs.exists(layout.LAKE_META):
+            meta = fs.read_json(layout.LAKE_META)
             if meta.get("format") != FORMAT_NAME:
-                raise SpecError(f"{fs.url_of('lake.json')} is not a layerlake lake (format={meta.get('format')!r})")
+                raise SpecError(f"{fs.url_of(layout.LAKE_META)} is not a layerlake lake (format={meta.get('format')!r})")
             version = str(meta.get("format_version", "0"))
             major = int(version.split(".")[0])
             mine = int(FORMAT_VERSION.split(".")[0])
@@ -77,7 +77,7 @@ class LakeStore:
             return
         if self.mode == "r":
             raise NotFoundError(f"no lake at {fs.url} (lake.json missing); create one with mode='a' or `layerlake ingest`")
-        if fs.exists() and [n for n in fs.listdir() if not n.startswith(".tmp-")]:
+        if fs.exists() and [n for n in fs.listdir() if not layout.is_temp(n)]:
             # (a leftover .tmp- file is a lake.json write killed before its rename)
             raise SpecError(
                 f"{fs.url} exists, is not empty and is not a lake (no lake.json); choose an empty or new directory"
@@ -88,48 +88,48 @@ class LakeStore:
             raise SpecError(f"lake path {fs.url} cannot be created (a file is in the way)") from None
         self.meta = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION,
                      "created": _now()}
-        fs.write_json_atomic(self.meta, "lake.json")
+        fs.write_json_atomic(self.meta, layout.LAKE_META)
 
     # -- extractions -----------------------------------------------------------------------
     def extraction_ids(self) -> list[str]:
-        return [e for e in self.fs.listdir("extractions") if self.fs.exists("extractions", e, "extraction.json")]
+        return [e for e in self.fs.listdir(layout.EXTRACTIONS) if self.fs.exists(*layout.extraction_meta(e))]
 
     def extraction(self, eid: str) -> dict[str, Any]:
-        if not self.fs.exists("extractions", eid, "extraction.json"):
+        if not self.fs.exists(*layout.extraction_meta(eid)):
             if self.commit_ids(eid):
                 raise IntegrityError(
-                    f"{self.fs.url_of('extractions', eid, 'extraction.json')} is missing but the extraction has "
+                    f"{self.fs.url_of(*layout.extraction_meta(eid))} is missing but the extraction has "
                     "committed shards; run `layerlake verify`, then re-run the ingest that created it to rewrite it"
                 )
             raise NotFoundError(f"no extraction {eid!r} in lake {self.fs.url}; known: {self.extraction_ids()}")
-        return self.fs.read_json("extractions", eid, "extraction.json")
+        return self.fs.read_json(*layout.extraction_meta(eid))
 
     def create_extraction(self, eid: str, manifest: dict[str, Any]) -> None:
         """Write ``extraction.json`` once (immutable afterwards)."""
-        if self.fs.exists("extractions", eid, "extraction.json"):
+        if self.fs.exists(*layout.extraction_meta(eid)):
             return
         self.fs.write_json_atomic({**manifest, "extraction_id": eid, "created": _now()},
-                                  "extractions", eid, "extraction.json")
+                                  *layout.extraction_meta(eid))
 
     def add_alias(self, eid: str, model_ref: str) -> None:
         """Record a model id/path as given by a user, so queries can say ``model=...``."""
         key = json_hash(model_ref, 16)
-        if not self.fs.exists("extractions", eid, "aliases", f"{key}.json"):
-            self.fs.write_json_atomic({"model": model_ref}, "extractions", eid, "aliases", f"{key}.json")
+        if not self.fs.exists(*layout.alias_file(eid, key)):
+            self.fs.write_json_atomic({"model": model_ref}, *layout.alias_file(eid, key))
 
     def aliases(self, eid: str) -> list[str]:
         out = []
-        for name in self.fs.listdir("extractions", eid, "aliases"):
+        for name in self.fs.listdir(*layout.aliases_dir(eid)):
             if name.endswith(".json"):
-                out.append(self.fs.read_json("extractions", eid, "aliases", name)["model"])
+                out.append(self.fs.read_json(*layout.aliases_dir(eid), name)["model"])
         return sorted(out)
 
     def commit_ids(self, eid: str) -> list[str]:
-        return [n[:-5] for n in self.fs.listdir("extractions", eid, "commits") if n.endswith(".json")]
+        return layout.commit_ids(self.fs.listdir(*layout.commits_dir(eid)))
 
     def shard_manifests(self, eid: str) -> list[dict[str, Any]]:
         """Commit manifests of the committed shards, oldest first."""
-        return [self.fs.read_json("extractions", eid, "commits", f"{sid}.json") for sid in self.commit_ids(eid)]
+        return [self.fs.read_json(*layout.commit_marker(eid, sid)) for sid in self.commit_ids(eid)]
 
     def doc_index(self, eid: str) -> pa.Table:
         """One row per (shard, document window) over all committed shards.
@@ -145,9 +145,9 @@ class LakeStore:
         damaged: dict[str, str] = {}
         for sid in sids:
             try:
-                man = self.fs.read_json("extractions", eid, "commits", f"{sid}.json")
-                t = read_parquet(self.fs, "extractions", eid, "shards", sid, "docs.parquet",
-                                 expect=man.get("files", {}).get("docs.parquet"))
+                man = self.fs.read_json(*layout.commit_marker(eid, sid))
+                t = read_parquet(self.fs, *layout.shard_file(eid, sid, layout.DOCS_FILE),
+                                 expect=man.get("files", {}).get(layout.DOCS_FILE))
             except IntegrityError as exc:
                 # a damaged shard hides its documents: reads that need them fail naming it (see damaged_shards),
                 # the rest of the extraction stays readable, and a re-run ingest recomputes them
@@ -169,9 +169,9 @@ class LakeStore:
 
     def shard_manifest(self, eid: str, sid: str) -> dict[str, Any]:
         """The commit marker of one shard; a missing marker means the shard is not committed."""
-        if not self.fs.exists("extractions", eid, "commits", f"{sid}.json"):
+        if not self.fs.exists(*layout.commit_marker(eid, sid)):
             raise NotFoundError(f"shard {sid} of extraction {eid} is not committed (no commit marker)")
-        return self.fs.read_json("extractions", eid, "commits", f"{sid}.json")
+        return self.fs.read_json(*layout.commit_marker(eid, sid))
 
     def shard_layers(self, eid: str, sid: str) -> list[int]:
         return list(self.shard_manifest(eid, sid).get("layers", []))
@@ -190,9 +190,9 @@ class LakeStore:
             expect = self.shard_manifest(eid, sid).get("files", {}).get(name)
             if expect is None:
                 raise IntegrityError(f"the commit marker of shard {sid} (extraction {eid}) does not list {name}")
-            url = self.fs.url_of("extractions", eid, "shards", sid, name)
+            url = self.fs.url_of(*layout.shard_file(eid, sid, name))
             try:
-                data = self.fs.read_bytes("extractions", eid, "shards", sid, name)
+                data = self.fs.read_bytes(*layout.shard_file(eid, sid, name))
             except FileNotFoundError:
                 raise IntegrityError(f"{url} is missing; run `layerlake verify`") from None
             problem = check_bytes(data, expect)
@@ -200,7 +200,7 @@ class LakeStore:
                 raise IntegrityError(f"{url} is damaged: {problem}; run `layerlake verify` and re-ingest the "
                                      "affected documents")
             self._checked.add(key)
-        return self.fs.url_of("extractions", eid, "shards", sid, name)
+        return self.fs.url_of(*layout.shard_file(eid, sid, name))
 
     def damaged_shards(self, eid: str) -> dict[str, str]:
         """Committed shards that :meth:`doc_index` had to skip (shard id -> what is wrong)."""
@@ -223,22 +223,22 @@ class LakeStore:
 
     # -- datasets --------------------------------------------------------------------------
     def dataset_names(self) -> list[str]:
-        return [n for n in self.fs.listdir("datasets") if self.fs.exists("datasets", n, "docs.parquet")]
+        return [n for n in self.fs.listdir(layout.DATASETS) if self.fs.exists(*layout.dataset_docs(n))]
 
     def dataset_table(self, name: str) -> pa.Table:
         """The dataset's documents in order: ``ordinal``, ``doc_hash``, ``text`` + metadata."""
-        if not self.fs.exists("datasets", name, "docs.parquet"):
+        if not self.fs.exists(*layout.dataset_docs(name)):
             raise NotFoundError(
                 f"no dataset {name!r} in lake {self.fs.url}; known datasets: {', '.join(self.dataset_names()) or 'none'}"
             )
-        return read_parquet(self.fs, "datasets", name, "docs.parquet")
+        return read_parquet(self.fs, *layout.dataset_docs(name))
 
     def write_dataset(self, name: str, table: pa.Table) -> pa.Table:
         """Create the dataset or append documents it does not hold yet (atomic replace)."""
         check_dataset_name(name)
         if "doc_hash" not in table.column_names:
             raise LayerlakeError("dataset table needs a doc_hash column")
-        if self.fs.exists("datasets", name, "docs.parquet"):
+        if self.fs.exists(*layout.dataset_docs(name)):
             old = self.dataset_table(name)
             seen = set(old.column("doc_hash").to_pylist())
             keep = pc.invert(pc.is_in(table.column("doc_hash"), value_set=pa.array(sorted(seen), pa.string())))
@@ -253,19 +253,19 @@ class LakeStore:
             merged = merged.add_column(0, "ordinal", pa.array(range(merged.num_rows), pa.int64()))
         buf = io.BytesIO()
         pq.write_table(merged, buf, compression="zstd")
-        self.fs.write_bytes_atomic(buf.getvalue(), "datasets", name, "docs.parquet")
+        self.fs.write_bytes_atomic(buf.getvalue(), *layout.dataset_docs(name))
         return merged
 
     def link_dataset(self, name: str, eid: str, record: dict[str, Any]) -> None:
         """Record that dataset ``name`` has been ingested into extraction ``eid``."""
         self.fs.write_json_atomic({**record, "extraction": eid, "dataset": name, "updated": _now()},
-                                  "datasets", name, "links", f"{eid}.json")
+                                  *layout.link_file(name, eid))
 
     def dataset_links(self, name: str) -> dict[str, dict[str, Any]]:
         out = {}
-        for n in self.fs.listdir("datasets", name, "links"):
+        for n in self.fs.listdir(*layout.links_dir(name)):
             if n.endswith(".json"):
-                out[n[:-5]] = self.fs.read_json("datasets", name, "links", n)
+                out[n[:-5]] = self.fs.read_json(*layout.links_dir(name), n)
         return out
 
     # -- resolution ------------------------------------------------------------------------
@@ -324,13 +324,6 @@ class LakeStore:
         sub = sub.append_column("_order", pa.array([order[h] for h in sub.column("doc_hash").to_pylist()], pa.int64()))
         sub = sub.sort_by([("_order", "ascending"), ("window", "ascending")])
         return sub
-
-
-def check_dataset_name(name: str) -> None:
-    if not isinstance(name, str) or not DATASET_NAME_RE.match(name):
-        raise SpecError(
-            f"dataset name {name!r} is invalid; use letters, digits, '.', '_' or '-' (max 128, no slashes)"
-        )
 
 
 def _now() -> str:

@@ -23,17 +23,17 @@ from typing import Any, Sequence
 
 from ..errors import NotFoundError, SpecError
 from ..progress import track
+from . import layout
 from .catalog import LakeStore
-from .fs import canonical_json
-from .shards import WRITER_FILE, write_shard
+from .fs import LakeFS, canonical_json
+from .layout import EXPORT_CARD, EXPORT_MANIFEST, WRITER_FILE
+from .shards import write_shard
 from .specs import parse_layers
 from .subset import ShardPick, plan_picks, read_subset
 from .transfer import copy_file, sha256_file
 
 log = logging.getLogger(__name__)
 
-MANIFEST_NAME = "MANIFEST.json"
-CARD_NAME = "README.md"
 EXPORT_FORMAT = "layerlake-export"
 EXPORT_VERSION = 1
 
@@ -89,7 +89,7 @@ def export_dataset(store: LakeStore, dataset: str, out: Any, *, models: Sequence
     except BaseException:
         if created:
             try:
-                target.fs.fs.rm(target.fs.path(), recursive=True)
+                target.fs.rm()
             except OSError as exc:
                 log.warning("could not remove the partial export at %s: %s", target.fs.url, exc)
         raise
@@ -104,14 +104,13 @@ def _open_target(out: Any, storage_options: dict[str, Any] | None) -> tuple[Lake
         target.fs.check_writable()
         created = False
     else:
-        from .fs import LakeFS
         probe = LakeFS(out, storage_options=storage_options)
         existed = probe.exists() and bool(probe.listdir())
-        if existed and not probe.exists("lake.json"):
+        if existed and not probe.exists(layout.LAKE_META):
             raise SpecError(f"export target {probe.url} exists and is not empty; give a new or empty folder")
         target = LakeStore(out, mode="a", storage_options=storage_options)
         created = not existed
-    if target.extraction_ids() or target.dataset_names() or target.fs.exists(MANIFEST_NAME):
+    if target.extraction_ids() or target.dataset_names() or target.fs.exists(EXPORT_MANIFEST):
         raise SpecError(f"export target {target.fs.url} already holds a lake; export into a new or empty folder "
                         "(to merge into an existing lake, use `layerlake import`)")
     return target, created
@@ -128,10 +127,10 @@ def _write_export(store: LakeStore, target: LakeStore, dataset: str, eids: list[
     total = sum(len(p) for p in plans.values())
     with track(f"export {dataset}", total=total, unit="shards") as tr:
         for eid in eids:
-            base = ("extractions", eid)
-            known[f"extractions/{eid}/extraction.json"] = copy_file(src, f"extractions/{eid}/extraction.json", dst)
-            for name in src.listdir(*base, "aliases"):
-                rel = f"extractions/{eid}/aliases/{name}"
+            rel = layout.rel(layout.extraction_meta(eid))
+            known[rel] = copy_file(src, rel, dst)
+            for name in src.listdir(*layout.aliases_dir(eid)):
+                rel = layout.rel((*layout.aliases_dir(eid), name))
                 known[rel] = copy_file(src, rel, dst)
             manifests = {m["shard"]: m for m in store.shard_manifests(eid)}
             lays: set[int] = set()
@@ -141,9 +140,9 @@ def _write_export(store: LakeStore, target: LakeStore, dataset: str, eids: list[
                 man = manifests[pick.shard]
                 if pick.whole:
                     for rel_in_shard, info in sorted(man["files"].items()):
-                        rel = f"extractions/{eid}/shards/{pick.shard}/{rel_in_shard}"
+                        rel = layout.rel(layout.shard_file(eid, pick.shard, rel_in_shard))
                         known[rel] = copy_file(src, rel, dst, size=info["size"])
-                    rel = f"extractions/{eid}/commits/{pick.shard}.json"
+                    rel = layout.rel(layout.commit_marker(eid, pick.shard))
                     known[rel] = copy_file(src, rel, dst)
                     new_man = man
                     copied += 1
@@ -152,7 +151,7 @@ def _write_export(store: LakeStore, target: LakeStore, dataset: str, eids: list[
                     data = read_subset(src, eid, man, pick.docs, pick.layers,
                                        jacobian_layers=jac_layers if vectors else ())
                     new_man = write_shard(dst, eid, data, shard_id=pick.subset_id())
-                    dst.rm("extractions", eid, "shards", new_man["shard"], WRITER_FILE)  # not shard data
+                    dst.rm(*layout.shard_file(eid, new_man["shard"], WRITER_FILE))  # not shard data
                     rewritten += 1
                 lays.update(new_man["layers"])
                 jac_keys.update(new_man.get("jacobian") or {})
@@ -161,7 +160,7 @@ def _write_export(store: LakeStore, target: LakeStore, dataset: str, eids: list[
                 tr.add_bytes(new_man["bytes"])
             exported_layers[eid] = sorted(lays)
             ext_info[eid] = {"bytes": ext_bytes, "shards": len(plans[eid]), "jacobian": sorted(jac_keys)}
-        rel = f"datasets/{dataset}/docs.parquet"
+        rel = layout.rel(layout.dataset_docs(dataset))
         known[rel] = copy_file(src, rel, dst)
         for eid in eids:
             record = {k: v for k, v in links.get(eid, {}).items() if k not in ("extraction", "dataset", "updated")}
@@ -171,10 +170,10 @@ def _write_export(store: LakeStore, target: LakeStore, dataset: str, eids: list[
     n_tokens = _dataset_tokens(target, dataset, eids[0]) if eids else 0
     card = dataset_card(store, target, dataset, eids, exported_layers, ext_info, vectors, license, description,
                         n_tokens)
-    dst.write_bytes_atomic(card.encode(), CARD_NAME)
+    dst.write_bytes_atomic(card.encode(), EXPORT_CARD)
     files: dict[str, dict[str, Any]] = {}
     for rel in sorted(dst.walk_files()):
-        if rel == MANIFEST_NAME or rel.rsplit("/", 1)[-1].startswith(".tmp-"):
+        if rel == EXPORT_MANIFEST or layout.is_temp(rel.rsplit("/", 1)[-1]):
             continue
         size, digest = known[rel] if rel in known else sha256_file(dst, rel)
         files[rel] = {"size": size, "sha256": digest}
@@ -184,7 +183,7 @@ def _write_export(store: LakeStore, target: LakeStore, dataset: str, eids: list[
         "license": license, "description": description, "files": files,
         "bytes": int(sum(f["size"] for f in files.values())),
     }
-    dst.write_bytes_atomic(canonical_json(manifest, indent=2).encode(), MANIFEST_NAME)
+    dst.write_bytes_atomic(canonical_json(manifest, indent=2).encode(), EXPORT_MANIFEST)
     return ExportReport(out=dst.url, dataset=dataset, extractions=eids, n_docs=0, n_tokens=n_tokens,
                         layers=exported_layers, shards_copied=copied, shards_rewritten=rewritten,
                         files=len(files) + 1, bytes=manifest["bytes"])
@@ -274,4 +273,4 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-__all__ = ["export_dataset", "ExportReport", "MANIFEST_NAME", "CARD_NAME", "EXPORT_FORMAT", "EXPORT_VERSION"]
+__all__ = ["export_dataset", "ExportReport", "EXPORT_FORMAT", "EXPORT_VERSION"]

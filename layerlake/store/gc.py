@@ -10,10 +10,12 @@ them; ``collect_garbage`` decides:
   when their commit marker is older than ``grace_seconds`` (an ingest commits
   shards before it records its dataset, so young shards are never touched);
 - extractions left with no shard, no dataset link and nothing young in them;
-- metric cache entries under ``metrics/`` whose extraction is gone (an entry's
-  extraction is read from an ``extraction=<id>`` or ``<id>`` path component, a
-  JSON file's ``extraction`` key, or a Parquet file's ``extraction`` column;
-  entries whose extraction cannot be told are kept);
+- metric cache entries under ``metrics/`` whose extraction is gone: the cache's
+  own files (:func:`.layout.metric_file`) name it in their path; for other files
+  put there (SQL reads every Parquet file under ``metrics/``) it is read from an
+  ``extraction=<id>`` or ``<id>`` path component, a JSON file's ``extraction``
+  key, or a Parquet file's ``extraction`` column; files whose extraction cannot
+  be told are kept;
 - temporary files of interrupted atomic writes (``.tmp-*``).
 
 Deleting a shard removes its commit marker first (it disappears at once for
@@ -23,19 +25,18 @@ readers), then its folder. Everything is computed from one listing of the lake.
 from __future__ import annotations
 
 import dataclasses
-import datetime as _dt
 import io
 import json
 import logging
 import posixpath
 import time
-from typing import Any
 
 import pyarrow.parquet as pq
 
 from ..errors import SpecError
-from .catalog import LakeStore, check_dataset_name
-from .safety import EXTRACTION_ID_RE
+from . import layout
+from .catalog import LakeStore
+from .layout import EXTRACTION_ID_RE, check_dataset_name
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +91,8 @@ def remove_dataset(store: LakeStore, name: str) -> RemoveReport:
     table = store.dataset_table(name)  # NotFoundError listing the datasets
     links = sorted(store.dataset_links(name))
     fs = store.fs
-    fs.rm("datasets", name, "docs.parquet")   # the dataset disappears here
-    fs.rm("datasets", name)
+    fs.rm(*layout.dataset_docs(name))   # the dataset disappears here
+    fs.rm(*layout.dataset_dir(name))
     return RemoveReport(dataset=name, documents=table.num_rows, links=links)
 
 
@@ -120,29 +121,31 @@ def collect_garbage(store: LakeStore, *, grace_seconds: float = DEFAULT_GRACE_SE
         linked.update(store.dataset_links(name))
 
     live_eids: set[str] = set()
-    for eid in fs.listdir("extractions"):
-        base = f"extractions/{eid}"
-        has_meta = fs.exists("extractions", eid, "extraction.json")
+    for eid in fs.listdir(layout.EXTRACTIONS):
+        base = layout.rel(layout.extraction_dir(eid))
+        has_meta = fs.exists(*layout.extraction_meta(eid))
         committed = set(store.commit_ids(eid)) if has_meta else set()
-        folders = set(fs.listdir("extractions", eid, "shards"))
+        folders = set(fs.listdir(*layout.shards_dir(eid)))
         found: list[GCItem] = []
         spared = 0
         for sid in sorted(folders - committed):
-            if not is_old(f"{base}/shards/{sid}") and stats.exists(f"{base}/shards/{sid}"):
+            folder = layout.rel(layout.shard_dir(eid, sid))
+            if not is_old(folder) and stats.exists(folder):
                 spared += 1
                 continue
-            found.append(GCItem("orphan-shard", f"{base}/shards/{sid}", stats.size(f"{base}/shards/{sid}"),
+            found.append(GCItem("orphan-shard", folder, stats.size(folder),
                                 "shard folder without a commit marker (interrupted ingest or import)"))
         docs_of = _docs_per_shard(store, eid) if committed else {}
         for sid in sorted(committed):
             docs = docs_of.get(sid, set())
             if docs & referenced:
                 continue
-            if not is_old(f"{base}/commits/{sid}.json"):
+            folder, marker = layout.rel(layout.shard_dir(eid, sid)), layout.rel(layout.commit_marker(eid, sid))
+            if not is_old(marker):
                 spared += 1
                 continue
-            nbytes = stats.size(f"{base}/shards/{sid}") + stats.size(f"{base}/commits/{sid}.json")
-            found.append(GCItem("unreferenced-shard", f"{base}/shards/{sid}", nbytes,
+            nbytes = stats.size(folder) + stats.size(marker)
+            found.append(GCItem("unreferenced-shard", folder, nbytes,
                                 f"none of its {len(docs)} document(s) belongs to a dataset"))
         left = (committed | folders) - {i.path.rsplit("/", 1)[-1] for i in found}
         if not left and not spared and eid not in linked and (is_old(base) or not stats.exists(base)):
@@ -156,7 +159,7 @@ def collect_garbage(store: LakeStore, *, grace_seconds: float = DEFAULT_GRACE_SE
 
     removed_dirs = tuple(i.path + "/" for i in items)
     for rel, (nbytes, mtime) in sorted(listing.items()):
-        if not posixpath.basename(rel).startswith(".tmp-") or rel.startswith(removed_dirs):
+        if not layout.is_temp(posixpath.basename(rel)) or rel.startswith(removed_dirs):
             continue
         if mtime is not None and now - mtime >= grace_seconds:
             items.append(GCItem("temp-file", rel, nbytes, "temporary file of an interrupted write"))
@@ -164,7 +167,7 @@ def collect_garbage(store: LakeStore, *, grace_seconds: float = DEFAULT_GRACE_SE
             young += 1
 
     for rel, (nbytes, mtime) in sorted(listing.items()):
-        if not rel.startswith("metrics/") or posixpath.basename(rel).startswith(".tmp-"):
+        if not rel.startswith(layout.METRICS + "/") or layout.is_temp(posixpath.basename(rel)):
             continue
         eids = _metric_entry_extractions(store, rel)
         if not eids or eids & live_eids:
@@ -215,50 +218,18 @@ class _Stats:
 def _delete(store: LakeStore, items: list[GCItem]) -> None:
     fs = store.fs
     for item in items:
-        parts = item.path.split("/")
+        parts = tuple(item.path.split("/"))
         if item.kind == "unreferenced-shard":
-            fs.rm(*parts[:2], "commits", f"{parts[3]}.json")   # invisible to readers first
+            fs.rm(*layout.commit_marker(parts[1], parts[3]))   # invisible to readers first
         elif item.kind == "empty-extraction":
-            fs.rm(*parts, "commits")
-            fs.rm(*parts, "extraction.json")
+            fs.rm(*layout.commits_dir(parts[1]))
+            fs.rm(*layout.extraction_meta(parts[1]))
         fs.rm(*parts)
 
 
 def _listing(store: LakeStore) -> dict[str, tuple[int, float | None]]:
     """Every file of the lake -> (size, modification time as a POSIX timestamp or None)."""
-    fs = store.fs
-    try:
-        found = fs.fs.find(fs.path(), detail=True)
-    except FileNotFoundError:
-        return {}
-    root = fs.path().rstrip("/")
-    out = {}
-    for p, info in found.items():
-        p = str(p)
-        if fs.is_local:
-            rel = posixpath.relpath(p, root)
-        else:
-            stripped = root.split("://", 1)[-1].lstrip("/")
-            rel = posixpath.relpath("/" + p.split("://", 1)[-1].lstrip("/"), "/" + stripped)
-        out[rel] = (int(info.get("size") or 0), _mtime(info))
-    return out
-
-
-def _mtime(info: dict[str, Any]) -> float | None:
-    for key in ("mtime", "LastModified", "last_modified", "created", "updated", "timeCreated"):
-        v = info.get(key)
-        if v is None:
-            continue
-        if isinstance(v, (int, float)):
-            return float(v)
-        if isinstance(v, _dt.datetime):
-            return v.timestamp() if v.tzinfo else v.replace(tzinfo=_dt.timezone.utc).timestamp()
-        if isinstance(v, str):
-            try:
-                return _dt.datetime.fromisoformat(v.replace("Z", "+00:00")).timestamp()
-            except ValueError:
-                continue
-    return None
+    return {rel: (st.size, st.mtime) for rel, st in store.fs.walk_stats().items()}
 
 
 def _docs_per_shard(store: LakeStore, eid: str) -> dict[str, set[str]]:
@@ -270,7 +241,10 @@ def _docs_per_shard(store: LakeStore, eid: str) -> dict[str, set[str]]:
 
 
 def _metric_entry_extractions(store: LakeStore, rel: str) -> set[str]:
-    """Extraction ids a metric cache file belongs to; empty when they cannot be told."""
+    """Extraction ids a file under ``metrics/`` belongs to; empty when they cannot be told."""
+    own = layout.metric_file_extraction(rel)
+    if own is not None:
+        return {own}
     found = set()
     for part in rel.split("/")[1:]:
         value = part.split("=", 1)[1] if part.startswith("extraction=") else part

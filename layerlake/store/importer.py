@@ -25,7 +25,6 @@ import hashlib
 import io
 import json
 import logging
-import os
 import re
 import shutil
 import tempfile
@@ -37,27 +36,22 @@ import pyarrow.parquet as pq
 
 from ..errors import FormatVersionError, IntegrityError, NotFoundError
 from ..progress import track
-from .catalog import DATASET_NAME_RE, FORMAT_NAME, FORMAT_VERSION, LakeStore
-from .export import EXPORT_FORMAT, EXPORT_VERSION, MANIFEST_NAME
+from . import layout
+from .catalog import FORMAT_NAME, FORMAT_VERSION, LakeStore
+from .export import EXPORT_FORMAT, EXPORT_VERSION
 from .fs import LakeFS
 from .hashing import doc_hash, extraction_id, json_hash
-from .safety import SHARD_ID_RE, check_name, check_relpath, check_zarr_metadata
+from .layout import (DATASET_NAME_RE, DOCS_FILE, EXPORT_MANIFEST, JACOBIAN_KEY_RE, LAKE_META, SHARD_ID_RE,
+                     TOKENS_FILE, check_name, parse_file, safe_relpath)
+from .safety import check_zarr_metadata
 from .shards import DOCS_SCHEMA, TOKENS_SCHEMA, claim_shard_folder, commit_shard, write_shard
 from .subset import read_subset
-from .transfer import copy_file, write_file
+from .transfer import copy_file
 
 log = logging.getLogger(__name__)
 
 MAX_MANIFEST_BYTES = 256 << 20
 CACHE_LIMIT = 512 << 20
-_SID = r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}"
-_PATH_RE = re.compile(
-    r"^(?:lake\.json|README\.md"
-    r"|extractions/(?P<eid>[0-9a-f]{16})/(?:extraction\.json|aliases/[0-9a-f]{16}\.json"
-    rf"|commits/(?P<commit>{_SID})\.json"
-    rf"|shards/(?P<shard>{_SID})/(?P<inner>docs\.parquet|tokens\.parquet|(?:hidden|jacobian)\.zarr(?:/.+)?))"
-    r"|datasets/(?P<dataset>[A-Za-z0-9][A-Za-z0-9._-]{0,127})/(?:docs\.parquet|links/(?P<link>[0-9a-f]{16})\.json))$"
-)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,7 +96,7 @@ class VerifiedExport:
     def read(self, rel: str) -> bytes:
         if rel in self.cache:
             return self.cache[rel]
-        data = self.src.fs.cat_file(self.src.path(rel))
+        data = self.src.read_bytes(rel)
         _check_bytes(self.src, rel, data, self.files[rel])
         return data
 
@@ -134,55 +128,58 @@ class ImportReport:
 def verify_export(src: Any, *, storage_options: dict[str, Any] | None = None) -> VerifiedExport:
     """Check every path, size, checksum and manifest of an export; writes nothing."""
     fs = src if isinstance(src, LakeFS) else LakeFS(src, read_only=True, storage_options=storage_options)
-    if not fs.exists(MANIFEST_NAME):
+    if not fs.exists(EXPORT_MANIFEST):
         if not fs.exists():
             raise NotFoundError(f"import source {fs.url} does not exist")
-        raise NotFoundError(f"{fs.url_of(MANIFEST_NAME)} is missing: {fs.url} is not a layerlake export "
+        raise NotFoundError(f"{fs.url_of(EXPORT_MANIFEST)} is missing: {fs.url} is not a layerlake export "
                             "(create one with `layerlake export`)")
-    if fs.is_local:
-        _reject_symlinks(fs)
-    if fs.size(MANIFEST_NAME) > MAX_MANIFEST_BYTES:
-        raise IntegrityError(f"{fs.url_of(MANIFEST_NAME)} is larger than {MAX_MANIFEST_BYTES >> 20} MiB; refusing it")
-    manifest = _parse_json(fs.read_bytes(MANIFEST_NAME), fs.url_of(MANIFEST_NAME))
+    special = fs.special_entries()
+    if special:
+        path, why = special[0]
+        raise IntegrityError(f"{path}: {why}; an export must hold plain files only inside its folder "
+                             "(refusing the import)")
+    if fs.size(EXPORT_MANIFEST) > MAX_MANIFEST_BYTES:
+        raise IntegrityError(f"{fs.url_of(EXPORT_MANIFEST)} is larger than {MAX_MANIFEST_BYTES >> 20} MiB; refusing it")
+    manifest = _parse_json(fs.read_bytes(EXPORT_MANIFEST), fs.url_of(EXPORT_MANIFEST))
     if not isinstance(manifest, dict) or manifest.get("format") != EXPORT_FORMAT:
-        raise IntegrityError(f"{fs.url_of(MANIFEST_NAME)}: format is not {EXPORT_FORMAT!r}")
+        raise IntegrityError(f"{fs.url_of(EXPORT_MANIFEST)}: format is not {EXPORT_FORMAT!r}")
     if not isinstance(manifest.get("format_version"), int) or manifest["format_version"] > EXPORT_VERSION:
-        raise FormatVersionError(f"{fs.url_of(MANIFEST_NAME)}: export format version "
+        raise FormatVersionError(f"{fs.url_of(EXPORT_MANIFEST)}: export format version "
                                  f"{manifest.get('format_version')!r} is newer than this layerlake reads "
                                  f"({EXPORT_VERSION}); upgrade layerlake")
     raw_files = manifest.get("files")
     if not isinstance(raw_files, dict) or not raw_files:
-        raise IntegrityError(f"{fs.url_of(MANIFEST_NAME)}: 'files' must be a non-empty object")
+        raise IntegrityError(f"{fs.url_of(EXPORT_MANIFEST)}: 'files' must be a non-empty object")
     files: dict[str, FileEntry] = {}
     for rel, entry in raw_files.items():
-        check_relpath(rel, where=fs.url_of(MANIFEST_NAME))
-        if not _PATH_RE.match(rel):
-            raise IntegrityError(f"{fs.url_of(MANIFEST_NAME)}: unexpected file {rel!r} (not part of the lake layout); "
+        safe_relpath(rel, where=fs.url_of(EXPORT_MANIFEST))
+        if parse_file(rel) is None:
+            raise IntegrityError(f"{fs.url_of(EXPORT_MANIFEST)}: unexpected file {rel!r} (not part of the lake layout); "
                                  "refusing the import")
         if not (isinstance(entry, dict) and isinstance(entry.get("size"), int) and entry["size"] >= 0
                 and isinstance(entry.get("sha256"), str) and re.fullmatch(r"[0-9a-f]{64}", entry["sha256"])):
-            raise IntegrityError(f"{fs.url_of(MANIFEST_NAME)}: entry for {rel!r} needs an integer size and a sha256")
+            raise IntegrityError(f"{fs.url_of(EXPORT_MANIFEST)}: entry for {rel!r} needs an integer size and a sha256")
         files[rel] = FileEntry(entry["size"], entry["sha256"])
-    if "lake.json" not in files:
-        raise IntegrityError(f"{fs.url_of(MANIFEST_NAME)}: lake.json is not listed")
+    if LAKE_META not in files:
+        raise IntegrityError(f"{fs.url_of(EXPORT_MANIFEST)}: {LAKE_META} is not listed")
 
     present = fs.walk_files()
     for rel, entry in sorted(files.items()):
         if rel not in present:
-            raise IntegrityError(f"{fs.url_of(rel)}: missing (listed in {MANIFEST_NAME}); the export is incomplete")
+            raise IntegrityError(f"{fs.url_of(rel)}: missing (listed in {EXPORT_MANIFEST}); the export is incomplete")
         if present[rel] != entry.size:
-            raise IntegrityError(f"{fs.url_of(rel)}: size {present[rel]} bytes, {MANIFEST_NAME} says {entry.size}; "
+            raise IntegrityError(f"{fs.url_of(rel)}: size {present[rel]} bytes, {EXPORT_MANIFEST} says {entry.size}; "
                                  "the file is damaged or truncated")
-    extra = sorted(set(present) - set(files) - {MANIFEST_NAME})
+    extra = sorted(set(present) - set(files) - {EXPORT_MANIFEST})
     if extra:
-        log.warning("%s: %d file(s) not listed in %s are ignored (e.g. %s)", fs.url, len(extra), MANIFEST_NAME,
+        log.warning("%s: %d file(s) not listed in %s are ignored (e.g. %s)", fs.url, len(extra), EXPORT_MANIFEST,
                     extra[0])
 
     cache: dict[str, bytes] = {}
     cached = 0
     with track(f"verify {fs.url}", total=len(files), unit="files") as tr:
         for rel, entry in sorted(files.items()):
-            data = fs.fs.cat_file(fs.path(rel))
+            data = fs.read_bytes(rel)
             _check_bytes(fs, rel, data, entry)
             if _is_control(rel) and cached + len(data) <= CACHE_LIMIT:
                 cache[rel] = data
@@ -193,34 +190,17 @@ def verify_export(src: Any, *, storage_options: dict[str, Any] | None = None) ->
     return ve
 
 
-def _reject_symlinks(fs: LakeFS) -> None:
-    root = fs.path()
-    real_root = os.path.realpath(root)
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        for name in dirnames + filenames:
-            full = os.path.join(dirpath, name)
-            rel = os.path.relpath(full, root)
-            if os.path.islink(full):
-                raise IntegrityError(f"{full}: is a symbolic link; an export must hold plain files only "
-                                     f"(refusing the import of {rel!r})")
-            if name in filenames and not os.path.isfile(full):
-                raise IntegrityError(f"{full}: is not a regular file; refusing the import")
-            real = os.path.realpath(full)
-            if os.path.commonpath([real, real_root]) != real_root:
-                raise IntegrityError(f"{full}: resolves outside the export folder; refusing the import")
-
-
 def _is_control(rel: str) -> bool:
     return rel.endswith((".json", ".parquet", ".md"))
 
 
 def _check_bytes(fs: LakeFS, rel: str, data: bytes, entry: FileEntry) -> None:
     if len(data) != entry.size:
-        raise IntegrityError(f"{fs.url_of(rel)}: size {len(data)} bytes, {MANIFEST_NAME} says {entry.size}; "
+        raise IntegrityError(f"{fs.url_of(rel)}: size {len(data)} bytes, {EXPORT_MANIFEST} says {entry.size}; "
                              "the file is damaged or truncated")
     digest = hashlib.sha256(data).hexdigest()
     if digest != entry.sha256:
-        raise IntegrityError(f"{fs.url_of(rel)}: sha256 {digest[:16]}... does not match {MANIFEST_NAME} "
+        raise IntegrityError(f"{fs.url_of(rel)}: sha256 {digest[:16]}... does not match {EXPORT_MANIFEST} "
                              f"({entry.sha256[:16]}...); the file is damaged")
 
 
@@ -240,36 +220,37 @@ def _parquet(ve: VerifiedExport, rel: str) -> pa.Table:
 
 def _check_structure(ve: VerifiedExport) -> None:
     fs = ve.src
-    lake_meta = _parse_json(ve.read("lake.json"), fs.url_of("lake.json"))
+    where = fs.url_of(LAKE_META)
+    lake_meta = _parse_json(ve.read(LAKE_META), where)
     if not isinstance(lake_meta, dict) or lake_meta.get("format") != FORMAT_NAME:
-        raise IntegrityError(f"{fs.url_of('lake.json')}: not a layerlake lake")
+        raise IntegrityError(f"{where}: not a layerlake lake")
     try:
         major = int(str(lake_meta.get("format_version", "0")).split(".")[0])
     except ValueError:
-        raise IntegrityError(f"{fs.url_of('lake.json')}: bad format_version {lake_meta.get('format_version')!r}") from None
+        raise IntegrityError(f"{where}: bad format_version {lake_meta.get('format_version')!r}") from None
     if major > int(FORMAT_VERSION.split(".")[0]):
-        raise FormatVersionError(f"{fs.url_of('lake.json')}: lake format {lake_meta.get('format_version')} is newer "
+        raise FormatVersionError(f"{where}: lake format {lake_meta.get('format_version')} is newer "
                                  f"than this layerlake supports ({FORMAT_VERSION}); upgrade layerlake")
     per_shard: dict[tuple[str, str], dict[str, int]] = {}
     commits: dict[tuple[str, str], str] = {}
     eids: set[str] = set()
     for rel, entry in ve.files.items():
-        m = _PATH_RE.match(rel)
-        assert m is not None
-        if m.group("eid"):
-            eids.add(m.group("eid"))
-        if m.group("shard"):
-            per_shard.setdefault((m.group("eid"), m.group("shard")), {})[m.group("inner")] = entry.size
-        if m.group("commit"):
-            commits[(m.group("eid"), m.group("commit"))] = rel
+        f = parse_file(rel)
+        assert f is not None
+        if f.extraction:
+            eids.add(f.extraction)
+        if f.shard and f.inner:
+            per_shard.setdefault((f.extraction or "", f.shard), {})[f.inner] = entry.size
+        if f.commit:
+            commits[(f.extraction or "", f.commit)] = rel
         if rel.endswith("/zarr.json"):
             check_zarr_metadata(_parse_json(ve.read(rel), fs.url_of(rel)), where=fs.url_of(rel))
     for key in per_shard:
         if key not in commits:
-            raise IntegrityError(f"{fs.url_of('extractions', key[0], 'shards', key[1])}: shard without a commit "
+            raise IntegrityError(f"{fs.url_of(*layout.shard_dir(*key))}: shard without a commit "
                                  "marker; refusing the import")
     for eid in sorted(eids):
-        rel = f"extractions/{eid}/extraction.json"
+        rel = layout.rel(layout.extraction_meta(eid))
         if rel not in ve.files:
             raise IntegrityError(f"{fs.url_of(rel)}: missing for extraction {eid}")
         meta = _parse_json(ve.read(rel), fs.url_of(rel))
@@ -280,7 +261,7 @@ def _check_structure(ve: VerifiedExport) -> None:
         if expected != eid or meta.get("extraction_id", eid) != eid:
             raise IntegrityError(f"{fs.url_of(rel)}: extraction id {eid} does not match its model fingerprint and "
                                  f"capture spec (expected {expected}); refusing the import")
-        aliases = sorted(r for r in ve.files if r.startswith(f"extractions/{eid}/aliases/"))
+        aliases = sorted(r for r in ve.files if r.startswith(layout.rel(layout.aliases_dir(eid)) + "/"))
         for a in aliases:
             am = _parse_json(ve.read(a), fs.url_of(a))
             if not isinstance(am, dict) or not isinstance(am.get("model"), str):
@@ -291,12 +272,12 @@ def _check_structure(ve: VerifiedExport) -> None:
                 continue
             ext.shards[sid] = man = _parse_json(ve.read(crel), fs.url_of(crel))
             _check_commit(ve, eid, sid, man, per_shard.get((eid, sid), {}), crel)
-            docs = _parquet(ve, f"extractions/{eid}/shards/{sid}/docs.parquet")
+            docs = _parquet(ve, layout.rel(layout.shard_file(eid, sid, DOCS_FILE)))
             if not set(DOCS_SCHEMA.names) <= set(docs.column_names):
-                raise IntegrityError(f"{fs.url_of('extractions', eid, 'shards', sid, 'docs.parquet')}: columns "
+                raise IntegrityError(f"{fs.url_of(*layout.shard_file(eid, sid, DOCS_FILE))}: columns "
                                      f"{docs.column_names}, expected {DOCS_SCHEMA.names}")
             ext.shard_docs[sid] = list(dict.fromkeys(docs.column("doc_hash").to_pylist()))
-            trel = f"extractions/{eid}/shards/{sid}/tokens.parquet"
+            trel = layout.rel(layout.shard_file(eid, sid, TOKENS_FILE))
             try:
                 tmeta = pq.read_metadata(io.BytesIO(ve.read(trel)))
             except (pa.ArrowException, OSError) as exc:
@@ -304,10 +285,10 @@ def _check_structure(ve: VerifiedExport) -> None:
             if not set(TOKENS_SCHEMA.names) <= set(tmeta.schema.names) or tmeta.num_rows != man.get("n_rows"):
                 raise IntegrityError(f"{fs.url_of(trel)}: columns/rows do not match the commit marker")
         ve.extractions[eid] = ext
-    datasets = {m.group("dataset") for m in map(_PATH_RE.match, ve.files) if m and m.group("dataset")}
+    datasets = {f.dataset for f in map(parse_file, ve.files) if f and f.dataset}
     for name in sorted(datasets):
-        check_name(name, DATASET_NAME_RE, "dataset name", where=fs.url_of(MANIFEST_NAME))
-        rel = f"datasets/{name}/docs.parquet"
+        check_name(name, DATASET_NAME_RE, "dataset name", where=fs.url_of(EXPORT_MANIFEST))
+        rel = layout.rel(layout.dataset_docs(name))
         if rel not in ve.files:
             raise IntegrityError(f"{fs.url_of(rel)}: missing for dataset {name!r}")
         table = _parquet(ve, rel)
@@ -318,7 +299,7 @@ def _check_structure(ve: VerifiedExport) -> None:
                 raise IntegrityError(f"{fs.url_of(rel)}: row {i}: doc_hash {h!r} is not the hash of its text; "
                                      "refusing the import")
         links = {}
-        for lrel in sorted(r for r in ve.files if r.startswith(f"datasets/{name}/links/")):
+        for lrel in sorted(r for r in ve.files if r.startswith(layout.rel(layout.links_dir(name)) + "/")):
             leid = lrel.rsplit("/", 1)[-1][:-5]
             if leid not in ve.extractions:
                 raise IntegrityError(f"{fs.url_of(lrel)}: links to extraction {leid}, which the export does not hold")
@@ -339,23 +320,23 @@ def _check_commit(ve: VerifiedExport, eid: str, sid: str, man: Any, on_disk: dic
     if not isinstance(files, dict) or set(files) != set(on_disk):
         listed = set(files) if isinstance(files, dict) else set()
         diff = sorted(listed ^ set(on_disk))[:3]
-        raise IntegrityError(f"{where}: commit marker and {MANIFEST_NAME} list different files for shard {sid} "
+        raise IntegrityError(f"{where}: commit marker and {EXPORT_MANIFEST} list different files for shard {sid} "
                              f"(e.g. {diff})")
     layers = man.get("layers")
     if not isinstance(layers, list) or not all(isinstance(l, int) and l >= 0 for l in layers):
         raise IntegrityError(f"{where}: layers must be a list of non-negative integers")
-    if not {"docs.parquet", "tokens.parquet"} <= set(files):
-        raise IntegrityError(f"{where}: shard {sid} lacks docs.parquet or tokens.parquet")
+    if not {DOCS_FILE, TOKENS_FILE} <= set(files):
+        raise IntegrityError(f"{where}: shard {sid} lacks {DOCS_FILE} or {TOKENS_FILE}")
     for inner, info in files.items():
         if not isinstance(info, dict) or info.get("size") != on_disk[inner]:
-            raise IntegrityError(f"{fs.url_of('extractions', eid, 'shards', sid, inner)}: size does not match the "
+            raise IntegrityError(f"{fs.url_of(*layout.shard_file(eid, sid, inner))}: size does not match the "
                                  "commit marker")
         if "crc32c" in info:
-            if crc32c.crc32c(ve.read(f"extractions/{eid}/shards/{sid}/{inner}")) != info["crc32c"]:
-                raise IntegrityError(f"{fs.url_of('extractions', eid, 'shards', sid, inner)}: crc32c does not match "
+            if crc32c.crc32c(ve.read(layout.rel(layout.shard_file(eid, sid, inner)))) != info["crc32c"]:
+                raise IntegrityError(f"{fs.url_of(*layout.shard_file(eid, sid, inner))}: crc32c does not match "
                                      "the commit marker")
     for key in man.get("jacobian") or {}:
-        check_name(key, re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$"), "Jacobian key", where=where)
+        check_name(key, JACOBIAN_KEY_RE, "Jacobian key", where=where)
 
 
 # -- phase 2: merge -------------------------------------------------------------------------------
@@ -417,36 +398,36 @@ def _merge(target: LakeStore, ve: VerifiedExport) -> ImportReport:
                           shards_skipped=0, bytes_written=0, datasets={})
     pending: list[tuple[str, dict[str, Any]]] = []
     staging = tempfile.mkdtemp(prefix="layerlake-import-")
-    for top in ("extractions", "datasets"):
+    for top in (layout.EXTRACTIONS, layout.DATASETS):
         if not fs.exists(top):
             undo.created(top)
     try:
         for eid, ext in sorted(ve.extractions.items()):
-            if fs.exists("extractions", eid, "extraction.json"):
+            if fs.exists(*layout.extraction_meta(eid)):
                 mine = target.extraction(eid)
                 if (mine.get("model", {}).get("fingerprint") != ext.meta["model"]["fingerprint"]
                         or mine.get("capture") != ext.meta["capture"]):
-                    raise IntegrityError(f"{fs.url_of('extractions', eid, 'extraction.json')}: extraction {eid} in the "
+                    raise IntegrityError(f"{fs.url_of(*layout.extraction_meta(eid))}: extraction {eid} in the "
                                          "target has a different model fingerprint or capture spec than the export")
                 report.extractions_existing.append(eid)
             else:
-                if fs.exists("extractions", eid):
-                    undo.created("extractions", eid, "extraction.json")
+                if fs.exists(*layout.extraction_dir(eid)):
+                    undo.created(*layout.extraction_meta(eid))
                 else:
-                    undo.created("extractions", eid)
+                    undo.created(*layout.extraction_dir(eid))
                 report.extractions_new.append(eid)
             pending += _merge_shards(target, ve, eid, ext, undo, report, staging)
         # make visible: manifests, then markers, then datasets
         for eid in report.extractions_new:
-            rel = f"extractions/{eid}/extraction.json"
-            fs.write_bytes_atomic(ve.read(rel), *rel.split("/"))
+            rel = layout.extraction_meta(eid)
+            fs.write_bytes_atomic(ve.read(layout.rel(rel)), *rel)
         for eid, ext in sorted(ve.extractions.items()):
             for a in ext.aliases:
                 if not fs.exists(*a.split("/")):
                     undo.created(*a.split("/"))
                     fs.write_bytes_atomic(ve.read(a), *a.split("/"))
         for eid, man in pending:
-            undo.created("extractions", eid, "commits", f"{man['shard']}.json")
+            undo.created(*layout.commit_marker(eid, man["shard"]))
             commit_shard(fs, eid, man)
         for name, ds in sorted(ve.datasets.items()):
             report.datasets[name] = _merge_dataset(target, ve, name, ds, undo)
@@ -465,12 +446,12 @@ def _merge_shards(target: LakeStore, ve: VerifiedExport, eid: str, ext: SourceEx
     have: dict[str, set[int]] = {}
     docs_have: set[str] = set()
     existing_sids: set[str] = set()
-    if fs.exists("extractions", eid):
+    if fs.exists(*layout.extraction_dir(eid)):
         index = target.doc_index(eid)
         for h, ls in zip(index.column("doc_hash").to_pylist(), index.column("layers").to_pylist()):
             have.setdefault(h, set()).update(ls)
             docs_have.add(h)
-        existing_sids = set(fs.listdir("extractions", eid, "shards")) | set(target.commit_ids(eid))
+        existing_sids = set(fs.listdir(*layout.shards_dir(eid))) | set(target.commit_ids(eid))
     pending: list[tuple[str, dict[str, Any]]] = []
     for sid in sorted(ext.shards):
         man = ext.shards[sid]
@@ -489,18 +470,19 @@ def _merge_shards(target: LakeStore, ve: VerifiedExport, eid: str, ext: SourceEx
         whole = len(missing) == len(ext.shard_docs[sid]) and all(v is None or v == shard_layers
                                                                   for v in missing.values())
         if whole:
-            new_sid = sid if sid not in existing_sids else f"{sid}-i{ve.files[f'extractions/{eid}/commits/{sid}.json'].sha256[:8]}"
-            undo.created("extractions", eid, "shards", new_sid)
+            marker = ve.files[layout.rel(layout.commit_marker(eid, sid))]
+            new_sid = sid if sid not in existing_sids else f"{sid}-i{marker.sha256[:8]}"
+            undo.created(*layout.shard_dir(eid, new_sid))
             # this process writes the folder until its marker lands (an ingest may remove it if we die)
             claim_shard_folder(fs, eid, new_sid)
             for inner in sorted(man["files"]):
-                rel = f"extractions/{eid}/shards/{sid}/{inner}"
+                rel = layout.rel(layout.shard_file(eid, sid, inner))
+                dst_rel = layout.rel(layout.shard_file(eid, new_sid, inner))
                 entry = ve.files[rel]
                 if rel in ve.cache:
-                    write_file(fs, f"extractions/{eid}/shards/{new_sid}/{inner}", ve.cache[rel])
+                    fs.write_bytes(ve.cache[rel], dst_rel)
                 else:
-                    copy_file(ve.src, rel, fs, f"extractions/{eid}/shards/{new_sid}/{inner}", size=entry.size,
-                              sha256=entry.sha256)
+                    copy_file(ve.src, rel, fs, dst_rel, size=entry.size, sha256=entry.sha256)
             new_man = dict(man, shard=new_sid) if new_sid != sid else man
             pending.append((eid, new_man))
             existing_sids.add(new_sid)
@@ -509,7 +491,7 @@ def _merge_shards(target: LakeStore, ve: VerifiedExport, eid: str, ext: SourceEx
         else:
             local = LakeFS(staging)
             for inner in sorted(man["files"]):
-                rel = f"extractions/{eid}/shards/{sid}/{inner}"
+                rel = layout.rel(layout.shard_file(eid, sid, inner))
                 entry = ve.files[rel]
                 copy_file(ve.src, rel, local, size=entry.size, sha256=entry.sha256)
             groups: dict[tuple[int, ...], list[str]] = {}
@@ -518,13 +500,13 @@ def _merge_shards(target: LakeStore, ve: VerifiedExport, eid: str, ext: SourceEx
             for lays, docs in sorted(groups.items()):
                 new_sid = f"{sid}-{json_hash({'docs': sorted(docs), 'layers': list(lays)}, 8)}"
                 data = read_subset(local, eid, man, docs, list(lays), jacobian_layers=lays)
-                undo.created("extractions", eid, "shards", new_sid)
+                undo.created(*layout.shard_dir(eid, new_sid))
                 new_man = write_shard(fs, eid, data, shard_id=new_sid, commit=False)
                 pending.append((eid, new_man))
                 existing_sids.add(new_sid)
                 report.shards_rewritten += 1
                 report.bytes_written += int(new_man["bytes"])
-            local.rm("extractions")
+            local.rm(layout.EXTRACTIONS)
         for h, lacking in missing.items():
             have.setdefault(h, set()).update(lacking or ())
             docs_have.add(h)
@@ -533,18 +515,18 @@ def _merge_shards(target: LakeStore, ve: VerifiedExport, eid: str, ext: SourceEx
 
 def _merge_dataset(target: LakeStore, ve: VerifiedExport, name: str, ds: SourceDataset, undo: _Undo) -> int:
     fs = target.fs
-    rel = ("datasets", name, "docs.parquet")
-    if not fs.exists("datasets", name):
-        undo.created("datasets", name)
+    rel = layout.dataset_docs(name)
+    if not fs.exists(*layout.dataset_dir(name)):
+        undo.created(*layout.dataset_dir(name))
     if fs.exists(*rel):
         before = target.dataset_table(name).num_rows
         undo.replacing(*rel)
         added = target.write_dataset(name, ds.table).num_rows - before
     else:
-        fs.write_bytes_atomic(ve.read(f"datasets/{name}/docs.parquet"), *rel)
+        fs.write_bytes_atomic(ve.read(layout.rel(rel)), *rel)
         added = ds.table.num_rows
     for eid, rec in sorted(ds.links.items()):
-        lrel = ("datasets", name, "links", f"{eid}.json")
+        lrel = layout.link_file(name, eid)
         record = {k: v for k, v in rec.items() if k not in ("extraction", "dataset", "updated")}
         if fs.exists(*lrel):
             old = {k: v for k, v in fs.read_json(*lrel).items() if k not in ("extraction", "dataset", "updated")}

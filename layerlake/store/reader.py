@@ -30,7 +30,8 @@ import zarr
 from zarr.storage import WrapperStore
 
 from ..errors import IntegrityError, LakeIOError
-from .arrays import to_float32, zarr_store
+from . import layout
+from .arrays import to_float32
 from .fs import LakeFS
 from .safety import check_array
 
@@ -74,13 +75,13 @@ class ArrayRef:
     @classmethod
     def hidden(cls, eid: str, shard: str, layer: int) -> "ArrayRef":
         """Hidden states of ``layer`` (``[rows, d_model]``)."""
-        return cls(("extractions", eid, "shards", shard, "hidden.zarr", f"layer_{int(layer)}"),
+        return cls(layout.hidden_array(eid, shard, layer),
                    f"extraction {eid} shard {shard} layer {int(layer)}")
 
     @classmethod
     def sketch(cls, eid: str, shard: str, key: str, layer: int, name: str) -> "ArrayRef":
         """Array ``name`` (``Y``, ``W``, ``Q``, ``B``, ``J`` or ``rows``) of sketch ``key`` at block ``layer``."""
-        return cls(("extractions", eid, "shards", shard, "jacobian.zarr", key, f"layer_{int(layer)}", name),
+        return cls(layout.jacobian_group(eid, shard) + (layout.jacobian_member(key, layer, name),),
                    f"extraction {eid} shard {shard} sketch {key} block {int(layer)} {name}")
 
 
@@ -147,7 +148,7 @@ class ChunkReader:
                 return arr
         where = self.fs.url_of(*ref.parts)
         try:
-            arr = zarr.open_array(_CountingStore(zarr_store(self.fs, *ref.parts, read_only=True)),
+            arr = zarr.open_array(_CountingStore(self.fs.zarr_store(*ref.parts, read_only=True)),
                                   mode="r", zarr_format=3)
         except FileNotFoundError:
             # readers ask only for arrays that commit markers list: a missing one is damage

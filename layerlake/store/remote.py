@@ -18,23 +18,18 @@ log = logging.getLogger(__name__)
 POLARS_NATIVE = frozenset({"file", "local", "s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "http", "https"})
 
 
-def protocol(lake: LakeFS) -> str:
-    proto = lake.fs.protocol
-    return proto[0] if isinstance(proto, (tuple, list)) else str(proto)
-
-
 def polars_reads_natively(lake: LakeFS) -> bool:
-    return lake.is_local or protocol(lake) in POLARS_NATIVE
+    return lake.protocol in POLARS_NATIVE
 
 
 def polars_storage_options(lake: LakeFS) -> dict[str, str] | None:
     """s3fs-style ``storage_options`` -> Polars/object_store ones (``None`` = defaults from the environment)."""
-    if lake.is_local:
+    if lake.url_filesystem is None:  # local paths
         return None
     opts = dict(lake.storage_options)
     if not opts:
         return None
-    if protocol(lake) not in ("s3", "s3a"):
+    if lake.protocol not in ("s3", "s3a"):
         return {k: str(v) for k, v in opts.items() if isinstance(v, (str, int, float, bool))} or None
     client = dict(opts.pop("client_kwargs", None) or {})
     out: dict[str, str] = {}

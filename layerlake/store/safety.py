@@ -2,56 +2,20 @@
 
 A lake (or an export) from someone else is data only: JSON, Parquet and Zarr v3
 with an allow-list of codecs and numeric data types. Nothing is unpickled.
-Names taken from manifests (paths, extraction ids, shard ids, dataset names)
-are checked against strict patterns before they are used as paths, so ``..``,
-absolute paths, backslashes, hidden files and odd characters never reach the
-filesystem.
+Names and paths taken from manifests are checked against the patterns of
+:mod:`.layout` (:func:`~.layout.safe_relpath`) before they are used as paths.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from ..errors import IntegrityError
-
-EXTRACTION_ID_RE = re.compile(r"^[0-9a-f]{16}$")
-SHARD_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
-#: one path component: starts with a letter, digit or underscore; no dots at the start, no slashes
-COMPONENT_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,254}$")
-MAX_DEPTH = 16
 
 #: Zarr v3 codecs whose decoding is plain arithmetic (no pickle, no object arrays)
 SAFE_CODECS = frozenset({"bytes", "blosc", "crc32c", "zstd", "gzip", "transpose", "sharding_indexed"})
 SAFE_DATA_TYPES = frozenset({"bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
                              "float16", "float32", "float64"})
-
-
-def check_relpath(path: Any, *, where: str = "manifest") -> str:
-    """A relative POSIX path whose every component matches :data:`COMPONENT_RE`.
-
-    Rejects absolute paths, ``..`` and ``.``, empty components, backslashes,
-    drive letters, hidden files and anything deeper than :data:`MAX_DEPTH`.
-    """
-    if not isinstance(path, str) or not path:
-        raise IntegrityError(f"{where}: path {path!r} is not a non-empty string; refusing the import")
-    if path.startswith("/") or "\\" in path or ":" in path.split("/")[0]:
-        raise IntegrityError(f"{where}: path {path!r} is absolute or not POSIX; refusing the import")
-    parts = path.split("/")
-    if len(parts) > MAX_DEPTH:
-        raise IntegrityError(f"{where}: path {path!r} is deeper than {MAX_DEPTH} levels; refusing the import")
-    for part in parts:
-        if part in ("", ".", "..") or not COMPONENT_RE.match(part):
-            raise IntegrityError(
-                f"{where}: path {path!r} has an unsafe component {part!r} (allowed: letters, digits, '.', '_', '-', "
-                "not starting with '.'); refusing the import")
-    return path
-
-
-def check_name(value: Any, pattern: re.Pattern[str], what: str, *, where: str = "manifest") -> str:
-    if not isinstance(value, str) or not pattern.match(value):
-        raise IntegrityError(f"{where}: {what} {value!r} does not match {pattern.pattern}; refusing the import")
-    return value
 
 
 def check_zarr_metadata(meta: Any, *, where: str) -> None:

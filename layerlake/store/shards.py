@@ -1,11 +1,11 @@
 """Append-only shards, committed atomically (data first, marker last).
 
-A shard is ``extractions/<eid>/shards/<sid>/`` holding ``docs.parquet``,
+A shard is a folder (:func:`.layout.shard_dir`) holding ``docs.parquet``,
 ``tokens.parquet``, ``hidden.zarr/`` and optionally ``jacobian.zarr/``. It
-becomes visible only when ``extractions/<eid>/commits/<sid>.json`` (the commit
-marker, listing every file with its size and the Parquet files' crc32c) is
-written. A failure before that removes the partial shard; a crash leaves an
-orphan folder that readers ignore and ``verify``/``gc`` report.
+becomes visible only when its commit marker (:func:`.layout.commit_marker`,
+listing every file with its size and the Parquet files' crc32c) is written.
+A failure before that removes the partial shard; a crash leaves an orphan
+folder that readers ignore and ``verify``/``gc`` report.
 """
 
 from __future__ import annotations
@@ -15,10 +15,7 @@ import datetime as _dt
 import io
 import logging
 import os
-import posixpath
-import shutil
 import socket
-import tempfile
 from typing import Any
 
 import crc32c
@@ -28,8 +25,10 @@ import pyarrow.parquet as pq
 import zarr
 
 from ..errors import IntegrityError, LayerlakeError
-from .arrays import chunk_rows, write_array, zarr_store
+from . import layout
+from .arrays import chunk_rows, write_array
 from .fs import LakeFS, canonical_json
+from .layout import WRITER_FILE
 
 log = logging.getLogger(__name__)
 
@@ -103,12 +102,12 @@ def abandon_shard(lake: LakeFS, eid: str, sid: str) -> None:
     raised may still have landed (an object store timing out on the reply).
     """
     try:
-        if lake.exists("extractions", eid, "commits", f"{sid}.json"):
+        if lake.exists(*layout.commit_marker(eid, sid)):
             return
     except Exception as exc:  # cannot tell: keep the data, an orphan is harmless
         log.warning("not removing shard %s of %s: cannot check its commit marker (%s)", sid, eid, exc)
         return
-    _remove_partial(lake, ("extractions", eid, "shards", sid))
+    _remove_partial(lake, layout.shard_dir(eid, sid))
 
 
 def write_shard_data(lake: LakeFS, eid: str, shard: ShardData, *, shard_id: str | None = None) -> dict[str, Any]:
@@ -147,7 +146,7 @@ class ShardBuilder:
         self.eid = eid
         self.dtype = dtype
         self.sid = shard_id or new_shard_id(lake)
-        self.base = ("extractions", eid, "shards", self.sid)
+        self.base = layout.shard_dir(eid, self.sid)
         claim_shard_folder(lake, eid, self.sid)
         self._group: zarr.Group | None = None
         self._arrays: dict[int, zarr.Array] = {}
@@ -194,7 +193,7 @@ class ShardBuilder:
         arr = self._arrays.get(layer)
         if arr is None:
             group = self._hidden_group()
-            self._arrays[layer] = write_array(group, f"layer_{layer}", block, self.dtype, {"layer": int(layer)})
+            self._arrays[layer] = write_array(group, layout.layer_name(layer), block, self.dtype, {"layer": int(layer)})
         else:
             arr.resize((start + len(block),) + tuple(arr.shape[1:]))
             arr[start:start + len(block)] = block
@@ -202,7 +201,7 @@ class ShardBuilder:
 
     def _hidden_group(self) -> zarr.Group:
         if self._group is None:
-            self._group = zarr.open_group(zarr_store(self.lake, *self.base, "hidden.zarr"), mode="w")
+            self._group = zarr.open_group(self.lake.zarr_store(*self.base, layout.HIDDEN_GROUP), mode="w")
         return self._group
 
     def _flush_hidden(self) -> None:
@@ -223,20 +222,20 @@ class ShardBuilder:
                 raise LayerlakeError(f"layer {layer}: {n} rows but tokens has {n_rows}")
         lake, base = self.lake, self.base
         files: dict[str, dict[str, Any]] = {}
-        for name, table, schema in (("docs.parquet", docs, DOCS_SCHEMA), ("tokens.parquet", tokens, TOKENS_SCHEMA)):
+        for name, table, schema in ((layout.DOCS_FILE, docs, DOCS_SCHEMA), (layout.TOKENS_FILE, tokens, TOKENS_SCHEMA)):
             data = _parquet_bytes(table.cast(schema))
             lake.write_bytes_atomic(data, *base, name)
             files[name] = {"size": len(data), "crc32c": crc32c.crc32c(data)}
         if jacobian:
-            jgroup = zarr.open_group(zarr_store(lake, *base, "jacobian.zarr"), mode="w")
+            jgroup = zarr.open_group(lake.zarr_store(*base, layout.JACOBIAN_GROUP), mode="w")
             for key, entry in jacobian.items():
                 kg = jgroup.create_group(key, attributes=entry.get("attrs", {}))
                 for layer, arrays in sorted(entry["layers"].items()):
-                    lg = kg.create_group(f"layer_{layer}", attributes={"layer": int(layer)})
+                    lg = kg.create_group(layout.layer_name(layer), attributes={"layer": int(layer)})
                     for name, arr in arrays.items():
                         write_array(lg, name, np.asarray(arr), str(np.asarray(arr).dtype))
         for rel, size in lake.walk_files(*base).items():
-            if rel.startswith(".tmp-") or "/.tmp-" in rel or rel == WRITER_FILE:  # the record is not shard data
+            if layout.has_temp_part(rel) or rel == WRITER_FILE:  # the record is not shard data
                 continue
             files.setdefault(rel, {"size": size})
             files[rel]["size"] = size
@@ -277,19 +276,16 @@ def commit_shard(lake: LakeFS, eid: str, manifest: dict[str, Any], *, check_file
     """
     sid = manifest["shard"]
     if check_files:
-        on_disk = lake.walk_files("extractions", eid, "shards", sid)
+        on_disk = lake.walk_files(*layout.shard_dir(eid, sid))
         bad = [rel for rel, info in manifest["files"].items() if on_disk.get(rel) != info["size"]]
         if bad:
             host = manifest.get("writer", {}).get("host", "?")
             raise IntegrityError(
                 f"shard {sid} written on host {host} is not visible from here: {len(bad)} file(s) missing or of "
-                f"another size under {lake.url_of('extractions', eid, 'shards', sid)} (e.g. {bad[0]}); the lake must "
+                f"another size under {lake.url_of(*layout.shard_dir(eid, sid))} (e.g. {bad[0]}); the lake must "
                 "be on a file system shared by every worker (NFS, ...) or on an object store"
             )
-    lake.write_json_atomic(manifest, "extractions", eid, "commits", f"{sid}.json")
-
-
-WRITER_FILE = "writer.json"
+    lake.write_json_atomic(manifest, *layout.commit_marker(eid, sid))
 
 
 def writer_record() -> dict[str, Any]:
@@ -305,26 +301,12 @@ def claim_shard_folder(lake: LakeFS, eid: str, sid: str) -> None:
     """Create shard folder ``sid`` holding this process's writer record, before any of its data.
 
     The record lets a later ingest remove the folder if this process dies before
-    the commit, so the folder must never exist without it: locally the folder
-    is built as ``extractions/<eid>/.tmp-*`` and renamed into ``shards/``; on
-    an object store a folder exists only through its files and one ``PUT`` is
-    atomic.
+    the commit, so the folder must never exist without it (:meth:`LakeFS.create_dir`:
+    built under ``extractions/<eid>/.tmp-*`` and renamed where folders can be,
+    one put of the record on object stores).
     """
     record = canonical_json(writer_record()).encode()
-    target = lake.path("extractions", eid, "shards", sid)
-    if not lake.is_local:
-        lake.check_writable()
-        lake.fs.pipe_file(posixpath.join(target, WRITER_FILE), record)
-        return
-    lake.makedirs("extractions", eid, "shards")
-    staging = tempfile.mkdtemp(prefix=".tmp-", dir=lake.path("extractions", eid))
-    try:
-        with open(os.path.join(staging, WRITER_FILE), "wb") as fh:
-            fh.write(record)
-        os.rename(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    lake.create_dir({WRITER_FILE: record}, *layout.shard_dir(eid, sid), stage_in=layout.staging_dir(eid))
 
 
 def _process_alive(pid: int) -> bool:
@@ -348,17 +330,18 @@ def remove_dead_writers_shards(lake: LakeFS, eid: str) -> list[str]:
     """
     host = socket.gethostname()
     removed = []
-    for name in lake.listdir("extractions", eid):  # a writer killed while claiming its folder
-        if name.startswith(".tmp-") and _dead_local_writer(lake, host, "extractions", eid, name):
-            lake.rm("extractions", eid, name)
-    committed = {n[:-5] for n in lake.listdir("extractions", eid, "commits") if n.endswith(".json")}
-    for sid in lake.listdir("extractions", eid, "shards"):
+    staging = layout.staging_dir(eid)
+    for name in lake.listdir(*staging):  # a writer killed while claiming its folder
+        if layout.is_temp(name) and _dead_local_writer(lake, host, *staging, name):
+            lake.rm(*staging, name)
+    committed = set(layout.commit_ids(lake.listdir(*layout.commits_dir(eid))))
+    for sid in lake.listdir(*layout.shards_dir(eid)):
         if sid in committed:
             continue
-        if not _dead_local_writer(lake, host, "extractions", eid, "shards", sid):
+        if not _dead_local_writer(lake, host, *layout.shard_dir(eid, sid)):
             continue
         abandon_shard(lake, eid, sid)  # re-checks the commit marker first
-        if not lake.exists("extractions", eid, "shards", sid):
+        if not lake.exists(*layout.shard_dir(eid, sid)):
             removed.append(sid)
             log.info("removed shard %s of %s left uncommitted by a dead process", sid, eid)
     return removed
@@ -410,9 +393,7 @@ def read_parquet(lake: LakeFS, *parts: str, columns: list[str] | None = None,
                 raise IntegrityError(f"{url} is damaged: {problem}; run `layerlake verify` and re-ingest the "
                                      "affected documents")
             return pq.read_table(pa.BufferReader(data), columns=columns)
-        if lake.is_local:
-            return pq.read_table(lake.path(*parts), columns=columns)
-        return pq.read_table(lake.path(*parts), columns=columns, filesystem=lake.fs)
+        return pq.read_table(lake.path(*parts), columns=columns, filesystem=lake.arrow_filesystem)
     except IntegrityError:
         raise
     except FileNotFoundError:
@@ -430,5 +411,3 @@ def check_bytes(data: bytes, expect: dict[str, Any]) -> str | None:
         return "crc32c checksum differs from its commit marker (bytes changed)"
     return None
 
-
-_new_shard_id = new_shard_id  # older name, kept for callers

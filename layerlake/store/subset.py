@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..errors import IntegrityError, NotFoundError
+from . import layout
 from .arrays import _merge_ranges, open_group
 from .catalog import LakeStore
 from .fs import LakeFS
@@ -121,16 +122,16 @@ def read_subset(fs: LakeFS, eid: str, manifest: dict[str, Any], docs: Iterable[s
     ``rows`` array is remapped and arrays aligned with it filtered alike.
     """
     sid = manifest["shard"]
-    base = ("extractions", eid, "shards", sid)
-    docs_t = read_parquet(fs, *base, "docs.parquet")
+    base = layout.shard_dir(eid, sid)
+    docs_t = read_parquet(fs, *base, layout.DOCS_FILE)
     if docs is not None:
         keep = pc.is_in(docs_t.column("doc_hash"), value_set=pa.array(sorted(set(docs)), pa.string()))
         docs_t = docs_t.filter(keep)
     docs_t = docs_t.sort_by([("row_start", "ascending")])
-    tokens_all = read_parquet(fs, *base, "tokens.parquet").sort_by([("row", "ascending")])
+    tokens_all = read_parquet(fs, *base, layout.TOKENS_FILE).sort_by([("row", "ascending")])
     n_old = tokens_all.num_rows
     if n_old and tokens_all.column("row").to_pylist() != list(range(n_old)):
-        raise IntegrityError(f"{fs.url_of(*base, 'tokens.parquet')}: rows are not 0..{n_old - 1}; run `layerlake verify`")
+        raise IntegrityError(f"{fs.url_of(*base, layout.TOKENS_FILE)}: rows are not 0..{n_old - 1}; run `layerlake verify`")
     ranges = [(int(r0), int(r0) + int(n)) for r0, n in zip(docs_t.column("row_start").to_pylist(),
                                                           docs_t.column("n_tokens").to_pylist())]
     old_rows = (np.concatenate([np.arange(a, b, dtype=np.int64) for a, b in ranges])
@@ -144,10 +145,10 @@ def read_subset(fs: LakeFS, eid: str, manifest: dict[str, Any], docs: Iterable[s
     docs_t = docs_t.set_column(docs_t.schema.get_field_index("row_start"), "row_start", pa.array(new_starts))
     hidden: dict[int, np.ndarray] = {}
     if layers:
-        group = open_group(fs, *base, "hidden.zarr")
+        group = open_group(fs, *base, layout.HIDDEN_GROUP)
         for layer in layers:
-            arr = group[f"layer_{layer}"]
-            check_array(arr, where=fs.url_of(*base, "hidden.zarr", f"layer_{layer}"))
+            arr = group[layout.layer_name(layer)]
+            check_array(arr, where=fs.url_of(*base, layout.HIDDEN_GROUP, layout.layer_name(layer)))
             if everything:
                 hidden[int(layer)] = np.asarray(arr[...])
             else:
@@ -169,7 +170,7 @@ def _jacobian_subset(fs: LakeFS, base: tuple[str, ...], manifest: dict[str, Any]
         return {}
     new_index = np.full(n_old, -1, np.int64)
     new_index[old_rows] = np.arange(len(old_rows), dtype=np.int64)
-    group = open_group(fs, *base, "jacobian.zarr")
+    group = open_group(fs, *base, layout.JACOBIAN_GROUP)
     out: dict[str, dict[str, Any]] = {}
     for key, entry in entries.items():
         kg = group[key]
@@ -177,10 +178,11 @@ def _jacobian_subset(fs: LakeFS, base: tuple[str, ...], manifest: dict[str, Any]
         for layer in entry.get("layers", []):
             if allowed is not None and int(layer) not in allowed:
                 continue
-            lg = kg[f"layer_{layer}"]
+            lg = kg[layout.layer_name(layer)]
             arrays = {}
             for name, arr in lg.arrays():
-                check_array(arr, where=fs.url_of(*base, "jacobian.zarr", key, f"layer_{layer}", name))
+                check_array(arr, where=fs.url_of(*base, layout.JACOBIAN_GROUP,
+                                                 layout.jacobian_member(key, layer, name)))
                 arrays[name] = np.asarray(arr[...])
             if not everything:
                 if "rows" not in arrays:

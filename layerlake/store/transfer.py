@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import posixpath
 
 from ..errors import IntegrityError
 from .fs import LakeFS
@@ -16,7 +15,7 @@ def sha256_file(fs: LakeFS, rel: str) -> tuple[int, str]:
     """(size, hex sha256) of a file of the lake, streamed."""
     h = hashlib.sha256()
     size = 0
-    with fs.fs.open(fs.path(rel), "rb") as fh:
+    with fs.open(rel) as fh:
         while True:
             block = fh.read(BLOCK)
             if not block:
@@ -24,15 +23,6 @@ def sha256_file(fs: LakeFS, rel: str) -> tuple[int, str]:
             h.update(block)
             size += len(block)
     return size, h.hexdigest()
-
-
-def write_file(dst: LakeFS, rel: str, data: bytes) -> None:
-    """Write a data file that becomes visible only through a later marker (no fsync, no rename)."""
-    dst.check_writable()
-    path = dst.path(rel)
-    if dst.is_local:
-        dst.fs.makedirs(posixpath.dirname(path), exist_ok=True)
-    dst.fs.pipe_file(path, data)
 
 
 def copy_file(src: LakeFS, rel: str, dst: LakeFS, dst_rel: str | None = None, *, size: int | None = None,
@@ -45,20 +35,17 @@ def copy_file(src: LakeFS, rel: str, dst: LakeFS, dst_rel: str | None = None, *,
     """
     dst.check_writable()
     dst_rel = dst_rel or rel
-    target = dst.path(dst_rel)
     h = hashlib.sha256()
     n = 0
     try:
         if size is not None and size <= SMALL:
-            data = src.fs.cat_file(src.path(rel))
+            data = src.read_bytes(rel)
             h.update(data)
             n = len(data)
             _check(src, rel, n, h.hexdigest(), size, sha256)
-            write_file(dst, dst_rel, data)
+            dst.write_bytes(data, dst_rel)
             return n, h.hexdigest()
-        if dst.is_local:
-            dst.fs.makedirs(posixpath.dirname(target), exist_ok=True)
-        with src.fs.open(src.path(rel), "rb") as fin, dst.fs.open(target, "wb") as fout:
+        with src.open(rel) as fin, dst.open(dst_rel, mode="wb") as fout:
             while True:
                 block = fin.read(BLOCK)
                 if not block:
@@ -69,8 +56,7 @@ def copy_file(src: LakeFS, rel: str, dst: LakeFS, dst_rel: str | None = None, *,
         _check(src, rel, n, h.hexdigest(), size, sha256)
     except BaseException:
         try:
-            if dst.fs.exists(target):
-                dst.fs.rm(target)
+            dst.rm(dst_rel)
         except OSError:
             pass
         raise

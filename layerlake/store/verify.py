@@ -13,10 +13,11 @@ import crc32c
 import zarr
 
 from ..errors import LayerlakeError
+from . import layout
 from .arrays import damaged_chunks, open_group
 from .catalog import LakeStore
 from .hashing import doc_hash
-from .shards import WRITER_FILE
+from .layout import HIDDEN_GROUP, JACOBIAN_GROUP, WRITER_FILE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,48 +33,46 @@ def verify_lake(store: LakeStore, *, deep: bool = True,
                 on_shard: Callable[[str], None] | None = None) -> list[Problem]:
     fs = store.fs
     problems: list[Problem] = []
-    for eid in fs.listdir("extractions"):
-        base = ("extractions", eid)
+    for eid in fs.listdir(layout.EXTRACTIONS):
+        meta = layout.extraction_meta(eid)
         # list shard folders before commit markers: a shard committed in between is then seen as committed
         # (listing the other way round would report it as an orphan)
-        shard_dirs = fs.listdir(*base, "shards")
-        if not fs.exists(*base, "extraction.json"):
-            if fs.listdir(*base, "commits"):
-                problems.append(Problem(fs.url_of(*base, "extraction.json"),
+        shard_dirs = fs.listdir(*layout.shards_dir(eid))
+        if not fs.exists(*meta):
+            if fs.listdir(*layout.commits_dir(eid)):
+                problems.append(Problem(fs.url_of(*meta),
                                         "missing, but the extraction has committed shards (re-run the ingest that "
                                         "created it to rewrite it)"))
             else:
-                problems.append(Problem(fs.url_of(*base), "extraction folder without extraction.json (orphan)"))
+                problems.append(Problem(fs.url_of(*layout.extraction_dir(eid)),
+                                        "extraction folder without extraction.json (orphan)"))
                 continue
         else:
             try:
-                fs.read_json(*base, "extraction.json")
+                fs.read_json(*meta)
             except LayerlakeError as exc:
-                problems.append(Problem(fs.url_of(*base, "extraction.json"), str(exc)))
+                problems.append(Problem(fs.url_of(*meta), str(exc)))
         committed = set()
-        for name in fs.listdir(*base, "commits"):
-            if not name.endswith(".json"):
-                continue
-            sid = name[:-5]
+        for sid in layout.commit_ids(fs.listdir(*layout.commits_dir(eid))):
             committed.add(sid)
             try:
-                man = fs.read_json(*base, "commits", name)
+                man = fs.read_json(*layout.commit_marker(eid, sid))
             except (LayerlakeError, OSError) as exc:
-                problems.append(Problem(fs.url_of(*base, "commits", name), f"unreadable commit marker: {exc}"))
+                problems.append(Problem(fs.url_of(*layout.commit_marker(eid, sid)), f"unreadable commit marker: {exc}"))
                 continue
             problems.extend(_verify_shard(store, eid, sid, man, deep))
             if on_shard:
                 on_shard(sid)
         for sid in shard_dirs:
             if sid not in committed:
-                problems.append(Problem(fs.url_of(*base, "shards", sid),
+                problems.append(Problem(fs.url_of(*layout.shard_dir(eid, sid)),
                                         "shard without a commit marker (orphan from an interrupted ingest; "
                                         "`layerlake gc` removes it)"))
     for name in store.dataset_names():
         try:
             table = store.dataset_table(name)
         except Exception as exc:  # any read failure is a problem to report
-            problems.append(Problem(fs.url_of("datasets", name, "docs.parquet"), f"unreadable: {exc}"))
+            problems.append(Problem(fs.url_of(*layout.dataset_docs(name)), f"unreadable: {exc}"))
             continue
         hashes = table.column("doc_hash").to_pylist()
         if deep and "text" in table.column_names:
@@ -81,16 +80,16 @@ def verify_lake(store: LakeStore, *, deep: bool = True,
             bad = sum(1 for h, t in zip(hashes, table.column("text").to_pylist())
                       if not isinstance(t, str) or _text_hash(t) != h)
             if bad:
-                problems.append(Problem(fs.url_of("datasets", name, "docs.parquet"),
+                problems.append(Problem(fs.url_of(*layout.dataset_docs(name)),
                                         f"{bad} row(s) whose text does not match its doc_hash (file damaged)"))
         for eid in store.dataset_links(name):
-            if not fs.exists("extractions", eid, "extraction.json"):
-                problems.append(Problem(fs.url_of("datasets", name, "links", f"{eid}.json"),
+            if not fs.exists(*layout.extraction_meta(eid)):
+                problems.append(Problem(fs.url_of(*layout.link_file(name, eid)),
                                         f"links to missing extraction {eid}"))
                 continue
             missing = set(hashes) - store.covered_docs(eid)
             if missing:
-                problems.append(Problem(fs.url_of("datasets", name),
+                problems.append(Problem(fs.url_of(*layout.dataset_dir(name)),
                                         f"{len(missing)} document(s) missing from extraction {eid} "
                                         "(a commit marker or shard was lost; re-run the ingest)"))
     return problems
@@ -98,7 +97,7 @@ def verify_lake(store: LakeStore, *, deep: bool = True,
 
 def _verify_shard(store: LakeStore, eid: str, sid: str, man: dict[str, Any], deep: bool) -> list[Problem]:
     fs = store.fs
-    base = ("extractions", eid, "shards", sid)
+    base = layout.shard_dir(eid, sid)
     out: list[Problem] = []
     on_disk = fs.walk_files(*base)
     for rel, info in man.get("files", {}).items():
@@ -116,12 +115,9 @@ def _verify_shard(store: LakeStore, eid: str, sid: str, man: dict[str, Any], dee
         if rel not in man.get("files", {}) and rel != WRITER_FILE:  # the writer record is not shard data
             out.append(Problem(fs.url_of(*base, rel), "file not listed in the commit marker (orphan)"))
     if deep and not out:
-        for group_name in ("hidden.zarr",):
-            if not any(r.startswith(group_name + "/") for r in on_disk):
-                continue
-            out.extend(_verify_group(fs, base, group_name))
-        if any(r.startswith("jacobian.zarr/") for r in on_disk):
-            out.extend(_verify_group(fs, base, "jacobian.zarr"))
+        for group_name in (HIDDEN_GROUP, JACOBIAN_GROUP):
+            if any(r.startswith(group_name + "/") for r in on_disk):
+                out.extend(_verify_group(fs, base, group_name))
     return out
 
 

@@ -195,4 +195,4 @@ def test_fsspec_lake(tiny_gpt2, qdocs):
         np.testing.assert_array_equal(sql, lake.read_vectors("m", layers=2))
         np.testing.assert_array_equal(sql, lake.vectors("m", layers=[2]).collect()["vec"].to_numpy())
     finally:
-        lake.store.fs.fs.rm(lake.store.fs.root, recursive=True)
+        lake.store.fs.rm()

@@ -13,7 +13,7 @@ import pytest
 
 import layerlake as ll
 from layerlake.errors import IntegrityError, NotFoundError, ReadOnlyError, SpecError
-from layerlake.store.export import MANIFEST_NAME
+from layerlake.store.layout import EXPORT_MANIFEST as MANIFEST_NAME
 
 from .lakes import EID, MODEL, dirs, stored_pairs, synthetic_lake, texts, tree
 

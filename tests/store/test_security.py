@@ -14,8 +14,8 @@ import pytest
 
 import layerlake as ll
 from layerlake.errors import IntegrityError
-from layerlake.store.export import MANIFEST_NAME
-from layerlake.store.safety import check_relpath
+from layerlake.store.layout import EXPORT_MANIFEST as MANIFEST_NAME
+from layerlake.store.layout import safe_relpath
 
 from .lakes import EID, synthetic_lake, texts, tree
 
@@ -68,7 +68,7 @@ def _refused(target: ll.Lake, exp: Path, match: str) -> IntegrityError:
                                  "extractions/" + EID + "/shards/s/hidden.zarr/.zarray", "a/" * 20 + "x"])
 def test_paths_that_escape_or_hide_are_rejected(bad: str) -> None:
     with pytest.raises(IntegrityError):
-        check_relpath(bad)
+        safe_relpath(bad)
 
 
 @pytest.mark.parametrize("bad", ["../evil.txt", "/tmp/evil.txt", "datasets/wiki/../../../evil.txt",
