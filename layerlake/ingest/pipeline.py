@@ -32,6 +32,7 @@ from .executors import check_ray_setup, run_local, run_ray
 from .executors.core import SHARD_SECONDS, sketch_capture
 from .models import load_model
 from .sources import Corpus, load_corpus
+from .views import add_augmented_views
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +117,7 @@ def ingest(store: LakeStore, model: Any, data: Any, *, dataset: str | None = Non
         raise SpecError(f"executor_options {sorted(executor_options)} are for executor='ray', not 'local'")
     corpus = load_corpus(data, text_column=text_column)
     if augment:
-        from .views import add_augmented_views
-        corpus, _ = add_augmented_views(corpus, augment, augment_seed)
+        corpus = add_augmented_views(corpus, augment, augment_seed)
     # with Ray the driver's copy only plans and tokenizes: keep it off the GPUs the workers need
     lm = load_model(model, tokenizer=tokenizer, gguf_file=gguf_file, revision=revision,
                     device="cpu" if executor == "ray" else device,

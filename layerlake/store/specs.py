@@ -66,10 +66,10 @@ class LayerSelection:
             if not all(p.lstrip("-").isdigit() for p in parts):
                 raise bad
             value = [int(p) for p in parts]
-        if isinstance(value, int) and not isinstance(value, bool):
-            value = [value]
+        if hasattr(value, "__index__") and not isinstance(value, bool):  # an int or a numpy int
+            value = [operator.index(value)]
         try:
-            if isinstance(value, bool) or any(isinstance(v, bool) for v in value):
+            if isinstance(value, (bool, dict)) or any(isinstance(v, bool) for v in value):
                 raise TypeError
             items = [operator.index(v) for v in value]  # ints, numpy ints; not floats
         except TypeError:
