@@ -58,9 +58,10 @@ class LayerSelection:
             if value.kind != kind:
                 raise SpecError(f"layers={value} are {value.kind} indices where {kind} indices are expected")
             return value
-        if value is None or value == "all":
+        if value is None or (isinstance(value, str) and value == "all"):
             return cls(None, kind)
-        bad = SpecError(f"layers={value!r}: {cls(None, kind)._expected()}")
+        raw = value
+        bad = SpecError(f"layers={raw!r}: {cls(None, kind)._expected()}")
         if isinstance(value, str):
             parts = [p.strip() for p in value.split(",")]
             if not all(p.lstrip("-").isdigit() for p in parts):
@@ -74,8 +75,10 @@ class LayerSelection:
             items = [operator.index(v) for v in value]  # ints, numpy ints; not floats
         except TypeError:
             raise bad from None
-        if not items or min(items) < 0:
+        if not items:
             raise bad
+        if min(items) < 0:
+            raise SpecError(f"layers={raw!r}: {min(items)} is negative; {cls(None, kind)._expected()}")
         return cls(tuple(items), kind)
 
     def _expected(self) -> str:
