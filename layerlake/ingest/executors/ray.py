@@ -40,6 +40,7 @@ from ...errors import LayerlakeError, ModelLoadError, SpecError
 from ...progress import track
 from ...store import CaptureSpec, LakeFS, LakeStore
 from ...store.shards import abandon_shard, commit_shard, new_shard_id, write_shard_data
+from ..writer import build_shard
 from .core import BatchStep, PlannedShard, compute_shard, default_batch_tokens, plan_shards, token_text_table
 
 log = logging.getLogger(__name__)
@@ -230,8 +231,6 @@ class IngestWorker:
         """
         if self.error is not None:
             raise self.error
-        from ..writer import build_shard
-
         t0 = time.monotonic()
         compute_s = 0.0
         manifests: list[dict[str, Any]] = []
