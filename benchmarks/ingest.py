@@ -29,7 +29,7 @@ import torch  # noqa: E402
 
 import layerlake as ll  # noqa: E402
 from layerlake.ingest.models import load_model  # noqa: E402
-from layerlake.ingest.pipeline import make_batches  # noqa: E402
+from layerlake.ingest.executors import make_batches  # noqa: E402
 from layerlake.ingest.capture import pad_batch  # noqa: E402
 from layerlake.ingest.sources import load_corpus  # noqa: E402
 from layerlake.cli.quickstart import minilm_path, quickstart_corpus  # noqa: E402
@@ -54,7 +54,7 @@ def bare_forward(model_dir: str, texts: list[str], max_length: int, batch_tokens
     lm = load_model(model_dir, device="cpu")
     corpus = load_corpus(texts)
     spec = CaptureSpec(max_length=max_length)
-    batches, _, _ = make_batches(lm, corpus, [d.doc_hash for d in corpus.documents], spec, batch_tokens)
+    batches, _ = make_batches(lm, corpus, [d.doc_hash for d in corpus.documents], spec, batch_tokens)
     n_tokens = sum(b.n_tokens for b in batches)
     t0 = time.perf_counter()
     with torch.inference_mode():

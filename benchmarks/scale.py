@@ -34,7 +34,7 @@ os.environ.setdefault("LAYERLAKE_PROGRESS", "0")
 import torch  # noqa: E402
 
 import layerlake as ll  # noqa: E402
-from layerlake.ingest.executors import ensure_ray  # noqa: E402
+from layerlake.ingest.executors.ray import ensure_ray  # noqa: E402
 from layerlake.cli.quickstart import quickstart_corpus  # noqa: E402
 from tests.models import build_tiny  # noqa: E402
 

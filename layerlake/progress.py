@@ -1,7 +1,7 @@
 """One progress-bar helper (rich) with a global off switch.
 
-``set_progress(False)`` or ``LAYERLAKE_PROGRESS=0`` turns bars off; by default
-they show only when stderr is a terminal. Library code never prints otherwise.
+``set_progress(False)`` or ``LAYERLAKE_PROGRESS=0`` turns bars off, ``with
+override(False):`` for a block; by default they show only when stderr is a terminal. Library code never prints otherwise.
 """
 
 from __future__ import annotations
@@ -19,6 +19,19 @@ def set_progress(enabled: bool | None) -> None:
     """Force progress bars on/off; ``None`` restores the default (stderr is a TTY)."""
     global _ENABLED
     _ENABLED = enabled
+
+
+@contextlib.contextmanager
+def override(enabled: bool | None) -> Iterator[None]:
+    """``with override(False): ...`` forces bars on/off inside the block (``None``: leave as is)."""
+    global _ENABLED
+    previous = _ENABLED
+    if enabled is not None:
+        _ENABLED = enabled
+    try:
+        yield
+    finally:
+        _ENABLED = previous
 
 
 def progress_enabled() -> bool:

@@ -255,14 +255,7 @@ class JacobianCapture:
             if v > d:
                 raise SpecError(f"JacobianSketch {name}={v} is larger than the hidden size d={d} of {lm.ref}; "
                                 f"use {name} <= {d} (k=2K+1 for top-K coupling, l=2k+1; METRICS.md 8.3)")
-        if spec.layers == "all":
-            layers = list(range(1, lm.n_layers + 1))
-        else:
-            layers = list(spec.layers)
-            bad = [x for x in layers if not 1 <= x <= lm.n_layers]
-            if bad:
-                raise SpecError(f"jacobian layers {bad} out of range for {lm.ref}: blocks are 1..{lm.n_layers} "
-                                "(block l maps hidden_states[l-1] to hidden_states[l]; 0 is the embeddings)")
+        layers = spec.layers.within(lm.n_layers, f"the Jacobian sketch of {lm.ref}")
         self.block_path, self.blocks, self.layers, self.d = path, blocks, layers, d
         omega, psi = sketch_matrices(d, spec.k, spec.l, spec.seed)
         self._omega64, self._psi64 = omega, psi
@@ -287,6 +280,14 @@ class JacobianCapture:
         self._record = rec
 
     # per batch --------------------------------------------------------------------------------
+    def batch_bytes(self, batch: Batch) -> int:
+        """Bytes of the arrays :meth:`__call__` returns for ``batch``, known before any compute (after
+        :meth:`prepare`): float32 ``Y, W`` (or ``Q, B``), ``J`` with ``exact``, and int64 ``rows``."""
+        spec, d = self.spec, self.d
+        rows = spec.k if spec.power_iterations else spec.l
+        per_token = 4 * (d * spec.k + rows * d + (d * d if spec.exact else 0)) + 8
+        return len(self.targets(batch)) * len(self.layers) * per_token
+
     def targets(self, batch: Batch) -> list[tuple[int, int, int]]:
         """``(sequence b, position t, batch-local row)`` of every sketched token, by row."""
         out = []

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from ..errors import ModelLoadError, NotFoundError, SpecError
+from ..errors import LayerlakeError, ModelLoadError, NotFoundError, SpecError
 from ..store.hashing import json_hash
 
 log = logging.getLogger(__name__)
@@ -93,10 +93,7 @@ def load_model(model: Any, *, tokenizer: Any = None, gguf_file: str | None = Non
         try:
             config = AutoConfig.from_pretrained(src, **kw)
         except Exception as exc:
-            raise NotFoundError(
-                f"cannot load model {src!r}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
-                "(give a local model directory, or a Hub id with network access)"
-            ) from None
+            raise config_error(src, gguf_file, exc) from None
         causal = _is_causal_config(config, gguf=bool(gguf_file))
         cls = AutoModelForCausalLM if causal else AutoModel
         mkw = dict(kw)
@@ -130,6 +127,28 @@ def load_model(model: Any, *, tokenizer: Any = None, gguf_file: str | None = Non
         d_model = sizes[0]
     return LoadedModel(model=mdl, tokenizer=tokenizer, ref=ref, is_causal=is_causal, n_layers=n_layers,
                        d_model=d_model, device=dev, info=info, hidden_sizes=sizes)
+
+
+def config_error(src: str, gguf_file: str | None, exc: Exception) -> LayerlakeError:
+    """What a failed config load means: NotFoundError only when the model is not there.
+
+    A local folder without its config (or GGUF) file, or a Hub id that cannot be
+    found (offline, no such repository), is not found; a config that is there but
+    unreadable (corrupt JSON, no ``model_type``, a damaged GGUF) is a ModelLoadError.
+    """
+    what = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    wanted = gguf_file or "config.json"
+    unreadable = isinstance(exc.__context__, (ValueError, UnicodeDecodeError)) or not isinstance(exc, OSError)
+    if os.path.isdir(os.path.expanduser(src)):
+        if not os.path.exists(os.path.join(os.path.expanduser(src), wanted)):
+            return NotFoundError(f"model folder {src} has no {wanted}; give a folder written by save_pretrained "
+                                 "(or a .gguf file)")
+        return ModelLoadError(f"cannot read {wanted} of model {src}: {what}; the file is damaged or not a "
+                              "transformers config: download or save the model again")
+    if unreadable:
+        return ModelLoadError(f"cannot read the config of model {src!r}: {what}")
+    return NotFoundError(f"cannot load model {src!r}: {what} (give a local model directory, or a Hub id with "
+                         "network access)")
 
 
 def probe_hidden_sizes(model: Any, tokenizer: Any, device: torch.device, ref: str) -> list[int]:

@@ -5,34 +5,34 @@
    fingerprint and the capture identity;
 3. find what committed shards already hold (per document and layer) and plan
    only the rest (an identical request computes nothing);
-4. forward batches in plan order; a writer thread commits shards meanwhile;
+4. cut the plan into shards and compute them in plan order with an executor
+   (:mod:`layerlake.ingest.executors`: here, a writer thread committing
+   meanwhile; or on a pool of Ray workers);
 5. when everything is committed, record the dataset's documents and link it to
    the extraction (the last step: a failed ingest leaves datasets unchanged).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
-import numpy as np
 import pyarrow as pa
-import torch
 
+from .. import progress as progress_bars
 from ..errors import SpecError
-from ..progress import track
-from ..store import CaptureSpec, JacobianSketch, LakeStore, check_dataset_name, extraction_id, parse_layers
+from ..store import CaptureSpec, JacobianSketch, LakeStore, check_dataset_name, extraction_id
 from ..store.shards import remove_dead_writers_shards
-from .batching import Batch, model_max_length, plan_batches, tokenize_documents
-from .capture import forward_batch
-from .models import LoadedModel, load_model
+from .batching import model_max_length
+from .executors import check_ray_setup, run_local, run_ray
+from .executors.core import SHARD_SECONDS, sketch_capture
+from .models import load_model
 from .sources import Corpus, load_corpus
-from .writer import ShardWriter
+from .views import add_augmented_views
 
 log = logging.getLogger(__name__)
 
@@ -84,17 +84,6 @@ def default_dataset_name(data: Any) -> str:
     return "default"
 
 
-def resolve_layers(requested: Any, n_layers: int, what: str) -> list[int]:
-    layers = parse_layers(requested)
-    if layers == "all":
-        return list(range(n_layers + 1))
-    bad = [l for l in layers if l > n_layers]
-    if bad:
-        raise SpecError(f"--layers {','.join(map(str, bad))} out of range for {what}: valid layers are 0..{n_layers} "
-                        "(0 = embeddings)")
-    return list(layers)
-
-
 def ingest(store: LakeStore, model: Any, data: Any, *, dataset: str | None = None, text_column: str = "text",
            layers: Any = "all", max_length: int | None = None, overflow: str = "truncate", stride: int = 0,
            dtype: str = "float16", device: str = "auto", jacobian: JacobianSketch | None = None,
@@ -103,11 +92,13 @@ def ingest(store: LakeStore, model: Any, data: Any, *, dataset: str | None = Non
            model_dtype: str | None = None, attn_implementation: str | None = None,
            model_name: str | None = None, progress: bool | None = None,
            executor_options: dict[str, Any] | None = None, augment: int = 0,
-           augment_seed: int = 0) -> IngestResult:
+           augment_seed: int = 0, shard_seconds: float | None = SHARD_SECONDS) -> IngestResult:
     """Ingest ``data`` with ``model`` into the lake; see :meth:`layerlake.Lake.ingest`.
 
     ``augment=N`` also stores N seeded augmented views of every document (see
-    :mod:`layerlake.ingest.views`).
+    :mod:`layerlake.ingest.views`). Shards are cut as
+    :mod:`layerlake.ingest.executors.core` says (``shard_bytes``, and
+    ``shard_seconds``; ``None`` turns the time cut off).
     """
     t0 = time.monotonic()
     store.fs.check_writable()
@@ -117,20 +108,21 @@ def ingest(store: LakeStore, model: Any, data: Any, *, dataset: str | None = Non
                         jacobian=jacobian)
     if executor not in ("local", "ray"):
         raise SpecError(f"executor={executor!r} must be 'local' or 'ray'")
+    if shard_seconds is not None and (isinstance(shard_seconds, bool) or not isinstance(shard_seconds, (int, float))
+                                      or not shard_seconds > 0):
+        raise SpecError(f"shard_seconds={shard_seconds!r} must be a positive number of seconds or None (no time cut)")
     if executor == "ray":
-        from .executors import check_ray_setup  # imported lazily: ray is optional
         check_ray_setup(store, executor_options)
     elif executor_options:
         raise SpecError(f"executor_options {sorted(executor_options)} are for executor='ray', not 'local'")
     corpus = load_corpus(data, text_column=text_column)
     if augment:
-        from .views import add_augmented_views
-        corpus, _ = add_augmented_views(corpus, augment, augment_seed)
+        corpus = add_augmented_views(corpus, augment, augment_seed)
     # with Ray the driver's copy only plans and tokenizes: keep it off the GPUs the workers need
     lm = load_model(model, tokenizer=tokenizer, gguf_file=gguf_file, revision=revision,
                     device="cpu" if executor == "ray" else device,
                     torch_dtype=model_dtype, attn_implementation=attn_implementation, model_name=model_name)
-    layer_list = resolve_layers(spec0.layers, lm.n_layers, f"model {lm.ref} ({lm.n_layers} blocks)")
+    layer_list = spec0.layers.within(lm.n_layers, f"model {lm.ref} ({lm.n_layers} blocks)")
     lm.check_layer_sizes(layer_list)
     resolved_max = spec0.max_length or model_max_length(lm.model, lm.tokenizer)
     spec = spec0.replace(max_length=resolved_max)
@@ -145,22 +137,23 @@ def ingest(store: LakeStore, model: Any, data: Any, *, dataset: str | None = Non
 
     jac_want = None
     if spec.jacobian is not None:
-        jac = _jacobian_capture(spec)
+        jac = sketch_capture(spec)
         jac.prepare(lm)  # k, l <= d, block layers, capturable blocks: checked before any compute
         jac_want = (jac.key, jac.layers)
     plan = plan_work(store, eid, corpus, layer_list, jacobian=jac_want)
     computed = {h for g in plan.values() for h in g}
     reused = len(corpus.documents) - len(computed)
-    if executor == "ray" and computed:
-        from .executors import run_ray  # imported lazily: ray is optional
-        stats = run_ray(store, eid, lm, corpus, plan, spec, batch_tokens=batch_tokens, shard_bytes=shard_bytes,
-                        progress=progress, options=executor_options or {},
-                        load_kwargs=dict(model=model, tokenizer=tokenizer, gguf_file=gguf_file, revision=revision,
-                                         model_dtype=model_dtype, attn_implementation=attn_implementation,
-                                         model_name=model_name, device=device))
-    else:
-        stats = run_local(store, eid, lm, corpus, plan, spec, batch_tokens=batch_tokens, shard_bytes=shard_bytes,
-                          progress=progress)
+    with progress_bars.override(progress):
+        if executor == "ray" and computed:
+            stats = run_ray(store, eid, lm, corpus, plan, spec, batch_tokens=batch_tokens, shard_bytes=shard_bytes,
+                            shard_seconds=shard_seconds, options=executor_options or {},
+                            load_kwargs=dict(model=model, tokenizer=tokenizer, gguf_file=gguf_file,
+                                             revision=revision, model_dtype=model_dtype,
+                                             attn_implementation=attn_implementation, model_name=model_name,
+                                             device=device))
+        else:
+            stats = run_local(store, eid, lm, corpus, plan, spec, batch_tokens=batch_tokens,
+                              shard_bytes=shard_bytes, shard_seconds=shard_seconds)
     table = dataset_table(corpus)
     store.write_dataset(dataset, table)
     store.link_dataset(dataset, eid, {"model": lm.ref, "layers": sorted(set(layer_list)),
@@ -210,117 +203,6 @@ def plan_work(store: LakeStore, eid: str, corpus: Corpus, layers: list[int],
         if missing or jac_want - jac_have.get(d.doc_hash, set()):
             groups.setdefault(tuple(sorted(missing)), []).append(d.doc_hash)
     return groups
-
-
-def make_batches(lm: LoadedModel, corpus: Corpus, hashes: Sequence[str], spec: CaptureSpec,
-                 batch_tokens: int | None) -> tuple[list[Batch], dict[int, int], int]:
-    order = {d.doc_hash: i for i, d in enumerate(corpus.documents)}
-    todo = sorted(hashes, key=order.__getitem__)
-    docs = [corpus.documents[order[h]] for h in todo]
-    windows, n_trunc = tokenize_documents(lm.tokenizer, docs, spec, orders=[order[h] for h in todo])
-    # no widening of the budget to the longest window: plan_batches gives an oversized window a batch of its
-    # own, and a budget that depended on the documents left would change the batches of a resumed ingest
-    budget = batch_tokens or (32768 if lm.device.type == "cuda" else 4096)
-    per_doc: dict[int, int] = {}
-    for w in windows:
-        per_doc[w.doc_order] = per_doc.get(w.doc_order, 0) + 1
-    return plan_batches(windows, budget), per_doc, n_trunc
-
-
-def token_text_table(tokenizer: Any) -> Callable[[np.ndarray], list[str]]:
-    """Decoded text of each token id, decoded once per id on first sight.
-
-    Only ids that occur are decoded: decoding a whole vocabulary up front costs
-    about half a second for a 30k vocabulary, as much as a second of forward
-    passes of a small model.
-    """
-    cache: dict[int, str] = {}
-
-    def lookup(ids: np.ndarray) -> list[str]:
-        ids = np.asarray(ids)
-        if not ids.size:
-            return []
-        uniq, inverse = np.unique(ids, return_inverse=True)
-        new = [int(i) for i in uniq if int(i) not in cache]
-        if new:
-            pieces = tokenizer.batch_decode([[i] for i in new], skip_special_tokens=False,
-                                            clean_up_tokenization_spaces=False)
-            cache.update(zip(new, pieces))
-        table = np.asarray([cache[int(i)] for i in uniq], dtype=object)
-        return table[inverse.reshape(-1)].tolist()
-
-    return lookup
-
-
-def run_local(store: LakeStore, eid: str, lm: LoadedModel, corpus: Corpus, plan: dict[tuple[int, ...], list[str]],
-              spec: CaptureSpec, *, batch_tokens: int | None, shard_bytes: int,
-              progress: bool | None) -> dict[str, int]:
-    """Compute every planned group in this process."""
-    stats = {"tokens": 0, "shards": 0, "bytes": 0, "truncated": 0, "compute_seconds": 0.0}
-    if not plan:
-        return stats
-    t_start = time.monotonic()
-    token_text = token_text_table(lm.tokenizer)
-    total_docs = sum(len(g) for g in plan.values())
-    jac_capture = _jacobian_capture(spec)
-    with _progress_override(progress), track(f"ingest {lm.ref}", total=total_docs, unit="docs") as tr:
-        for layers, hashes in sorted(plan.items()):
-            batches, per_doc, n_trunc = make_batches(lm, corpus, hashes, spec, batch_tokens)
-            stats["truncated"] += n_trunc
-            if jac_capture is not None:
-                jac_capture.prepare(lm)
-                jac_capture.check_windows([w for b in batches for w in b.windows])  # before any compute
-
-            def committed(man: dict[str, Any]) -> None:
-                stats["shards"] += 1
-                stats["bytes"] += man["bytes"]
-                tr.add_bytes(man["bytes"])
-
-            writer = ShardWriter(store, eid, layers=list(layers), dtype=spec.dtype, token_text=token_text,
-                                 windows_per_doc=per_doc, shard_bytes=shard_bytes, on_commit=committed,
-                                 info={"device": str(lm.device)})
-            try:
-                done_docs: set[int] = set()
-                for batch in batches:
-                    with jac_capture.recording(lm) if jac_capture is not None else contextlib.nullcontext():
-                        out, hs, ids, mask = forward_batch(lm, batch, list(layers), spec.dtype)
-                    if jac_capture is not None:
-                        out.extra["jacobian"] = jac_capture(lm, batch, hs, ids, mask, list(layers))
-                    del hs
-                    writer.put(out)
-                    new_docs = {w.doc_order for w in batch.windows} - done_docs
-                    done_docs |= new_docs
-                    stats["tokens"] += batch.n_tokens
-                    tr.advance(len(new_docs), tokens=batch.n_tokens)
-                writer.close()
-            except BaseException:
-                writer.abort()
-                raise
-    stats["compute_seconds"] = time.monotonic() - t_start
-    return stats
-
-
-def _jacobian_capture(spec: CaptureSpec) -> Any:
-    if spec.jacobian is None:
-        return None
-    from .jacobian import make_capture  # the Jacobian sketch capture (optional part)
-    return make_capture(spec.jacobian)
-
-
-class _progress_override:
-    def __init__(self, value: bool | None) -> None:
-        self.value = value
-        self.prev: Any = None
-
-    def __enter__(self) -> None:
-        from .. import progress as p
-        self.prev = p._ENABLED
-        if self.value is not None:
-            p.set_progress(self.value)
-
-    def __exit__(self, *exc: Any) -> None:
-        from .. import progress as p
-        p.set_progress(self.prev)
 
 
 def dataset_table(corpus: Corpus) -> pa.Table:

@@ -34,23 +34,22 @@ VIEW_COLUMNS = ("group", "view")
 
 
 def load_augment() -> Callable[..., list[str]]:
-    """The project's augmentation function ``augment_views(text, n_views, seed) -> [str]``."""
+    """The augmentation function ``augment_views(text, n_views, seed) -> [str]`` (tests replace it here)."""
     from .augment import augment_views
     return augment_views
 
 
-def add_augmented_views(corpus: Corpus, n_views: int, seed: int = 0,
-                        augment: Callable[..., list[str]] | None = None) -> tuple[Corpus, int]:
-    """The corpus with ``n_views`` augmented views per document appended; returns (corpus, skipped views)."""
+def add_augmented_views(corpus: Corpus, n_views: int, seed: int = 0) -> Corpus:
+    """The corpus with ``n_views`` augmented views per document appended (skipped views are logged)."""
     if isinstance(n_views, bool) or not isinstance(n_views, int) or n_views < 0:
         raise SpecError(f"augment={n_views!r} must be a non-negative integer (views per document)")
     if n_views == 0:
-        return corpus, 0
+        return corpus
     clash = [c for c in VIEW_COLUMNS if c in corpus.meta_columns]
     if clash:
         raise SpecError(f"corpus {corpus.source} already has metadata column(s) {clash}, which augment= uses to "
                         "link views to their original; rename those columns")
-    fn = augment or load_augment()
+    fn = load_augment()
     originals = [dataclasses.replace(d, meta={**d.meta, "group": d.doc_hash, "view": 0}) for d in corpus.documents]
     seen = {d.doc_hash for d in originals}
     views: list[Document] = []
@@ -69,6 +68,5 @@ def add_augmented_views(corpus: Corpus, n_views: int, seed: int = 0,
             views.append(Document(text=text, doc_hash=h, meta=meta))
     if skipped:
         log.warning("augment: %d view(s) equal an existing document and were skipped", skipped)
-    out = Corpus(documents=originals + views, source=corpus.source, n_empty=corpus.n_empty,
-                 n_duplicates=corpus.n_duplicates)
-    return out, skipped
+    return Corpus(documents=originals + views, source=corpus.source, n_empty=corpus.n_empty,
+                  n_duplicates=corpus.n_duplicates)

@@ -3,11 +3,10 @@
 Batches arrive in plan order through a bounded queue. Hidden states go straight
 to the open shard's arrays, whole chunks at a time, while the model computes
 the next batches; only the last partial chunks, the Parquet tables and the
-commit marker are left for the end of a shard. A shard is cut at a batch
-boundary once it holds ``shard_bytes`` of arrays (or ``shard_seconds`` have
-passed) and no document is split across the boundary. Errors are re-raised in
-the ingest thread at the next ``put`` or at ``close``; an aborted shard's
-folder is removed.
+commit marker are left for the end of a shard. Where shards end is the
+caller's decision (``put(out, end_shard=True)``; see
+:mod:`layerlake.ingest.executors.core`). Errors are re-raised in the ingest
+thread at the next ``put`` or at ``close``; an aborted shard's folder is removed.
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import time
 from typing import Any, Callable
 
 import numpy as np
@@ -32,17 +30,13 @@ _STOP = object()
 
 class ShardWriter:
     def __init__(self, store: LakeStore, eid: str, *, layers: list[int], dtype: str,
-                 token_text: Callable[[np.ndarray], list[str]], windows_per_doc: dict[int, int],
-                 shard_bytes: int = 256 << 20, shard_seconds: float = 120.0, max_queue: int = 4,
+                 token_text: Callable[[np.ndarray], list[str]], max_queue: int = 4,
                  info: dict[str, Any] | None = None, on_commit: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.store = store
         self.eid = eid
         self.layers = layers
         self.dtype = dtype
         self.token_text = token_text
-        self.windows_per_doc = windows_per_doc
-        self.shard_bytes = shard_bytes
-        self.shard_seconds = shard_seconds
         self.info = info or {}
         self.on_commit = on_commit
         self.manifests: list[dict[str, Any]] = []
@@ -50,19 +44,17 @@ class ShardWriter:
         self._q: queue.Queue[Any] = queue.Queue(maxsize=max_queue)
         self._buf: list[BatchOutput] = []  # outputs of the open shard, their hidden states already handed on
         self._builder: ShardBuilder | None = None
-        self._buf_bytes = 0
-        self._buf_started = time.monotonic()
-        self._seen: dict[int, int] = {}
         self._aborting = False
         self._thread = threading.Thread(target=self._run, name="layerlake-writer", daemon=True)
         self._thread.start()
 
     # -- ingest-thread side ------------------------------------------------------------------
-    def put(self, out: BatchOutput) -> None:
+    def put(self, out: BatchOutput, *, end_shard: bool = False) -> None:
+        """Queue a batch's output; ``end_shard`` commits the open shard after it."""
         self._raise_if_failed()
         while True:
             try:
-                self._q.put(out, timeout=0.5)
+                self._q.put((out, end_shard), timeout=0.5)
                 return
             except queue.Full:
                 self._raise_if_failed()
@@ -107,15 +99,11 @@ class ShardWriter:
                     if self._buf and not self._aborting:
                         self._flush()
                     return
-                item.wait()
-                self._add(item)
-                self._buf_bytes += sum(t.numel() * t.element_size() for t in item.hidden.values())
-                item.hidden = {}  # stored (or pending in the builder): drop the host copies
-                self._buf_bytes += _extra_bytes(item.extra)
-                for w in item.batch.windows:
-                    self._seen[w.doc_order] = self._seen.get(w.doc_order, 0) + 1
-                if self._boundary_ok() and (self._buf_bytes >= self.shard_bytes or
-                                            time.monotonic() - self._buf_started >= self.shard_seconds):
+                out, end_shard = item
+                out.wait()
+                self._add(out)
+                out.hidden = {}  # stored (or pending in the builder): drop the host copies
+                if end_shard:
                     self._flush()
         except BaseException as exc:  # handed to the ingest thread
             self.error = exc
@@ -129,10 +117,6 @@ class ShardWriter:
                     self._q.get_nowait()
             except queue.Empty:
                 pass
-
-    def _boundary_ok(self) -> bool:
-        docs = {w.doc_order for o in self._buf for w in o.batch.windows}
-        return all(self._seen.get(d, 0) >= self.windows_per_doc.get(d, 1) for d in docs)
 
     def _add(self, out: BatchOutput) -> None:
         if self._builder is None:
@@ -156,8 +140,6 @@ class ShardWriter:
         self._builder = None
         self.manifests.append(manifest)
         self._buf = []
-        self._buf_bytes = 0
-        self._buf_started = time.monotonic()
         if self.on_commit:
             self.on_commit(manifest)
 
@@ -211,16 +193,6 @@ def build_shard(outputs: list[BatchOutput], layers: list[int], dtype: str,
     hidden = {l: np.concatenate([o.hidden_numpy(l, dtype) for o in outputs]) for l in layers}
     jacobian = merge_extra_arrays(outputs, batch_row_offsets, "jacobian")
     return ShardData(docs=docs, tokens=tokens, hidden=hidden, dtype=dtype, jacobian=jacobian, info=info)
-
-
-def _extra_bytes(extra: dict[str, Any]) -> int:
-    """Bytes of the arrays in ``BatchOutput.extra`` captures (they count towards the shard size)."""
-    total = 0
-    for entries in extra.values():
-        for entry in (entries or {}).values():
-            for arrays in entry.get("layers", {}).values():
-                total += sum(np.asarray(a).nbytes for a in arrays.values())
-    return total
 
 
 def merge_extra_arrays(outputs: list[BatchOutput], row_offsets: list[int], key: str) -> dict[str, dict[str, Any]]:

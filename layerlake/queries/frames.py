@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..errors import IntegrityError, LayerlakeError, NotFoundError, SpecError
-from ..store import ArrayRef, LakeStore, layout, parse_layers
+from ..store import ArrayRef, LakeStore, LayerSelection, layout
 from .remote import scan_lake_parquet
 
 
@@ -101,14 +101,7 @@ def docs_frame(store: LakeStore, dataset: str, model: str | None = None) -> pl.L
 def normalize_layers(store: LakeStore, eid: str, layers: Any) -> list[int]:
     man = store.extraction(eid)
     stored = sorted({l for m in store.shard_manifests(eid) for l in m["layers"]})
-    parsed = parse_layers(layers)
-    if parsed == "all":
-        return stored
-    bad = [l for l in parsed if l not in stored]
-    if bad:
-        raise NotFoundError(f"layer(s) {bad} are not stored in extraction {eid} ({man['model'].get('model')}); "
-                            f"stored layers: {stored}")
-    return list(parsed)
+    return LayerSelection.parse(layers).among(stored, f"are not stored in extraction {eid} ({man['model'].get('model')})")
 
 
 def read_vectors(store: LakeStore, dataset: str, model: str | None = None, layers: Any = "all",

@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 from ..errors import IntegrityError, NotFoundError, SpecError
 from ..metrics import REGISTRY, MetricDef, get_metric
 from ..metrics.jacobian import JacobianFactors, coupling_matrix, linearization_fidelity, sketch_reconstruct
-from ..store import ArrayRef, JacobianSketch, LakeStore, layout, parse_layers, read_parquet
+from ..store import ArrayRef, JacobianSketch, LakeStore, LayerSelection, layout, read_parquet
 from ..store.sketch import check_test_matrix, sketch_key
 
 TokenKey = tuple[str, int, int]  # (doc_hash, window, position)
@@ -248,14 +248,8 @@ def sketched_layers(store: LakeStore, eid: str, key: str) -> list[int]:
 
 
 def _resolve_blocks(store: LakeStore, eid: str, key: str, layers: Any) -> list[int]:
-    stored = sketched_layers(store, eid, key)
-    parsed = parse_layers(layers)
-    if parsed == "all":
-        return stored
-    bad = [x for x in parsed if x not in stored]
-    if bad:
-        raise NotFoundError(f"block(s) {bad} have no sketch {key} in extraction {eid}; sketched blocks: {stored}")
-    return list(parsed)
+    return LayerSelection.parse(layers, "block").among(sketched_layers(store, eid, key),
+                                                       f"have no sketch {key} in extraction {eid}")
 
 
 def jacobian_factors(store: LakeStore, dataset: str, eid: str, layers: Any = "all", sketch: Any = None,

@@ -50,7 +50,7 @@ import pyarrow as pa
 
 from ..errors import NotFoundError, SpecError
 from ..metrics import MetricDef, get_metric
-from ..store import LakeStore
+from ..store import LakeStore, LayerSelection
 from . import metric_cache as mc
 from .jacobians import _resolve_blocks, resolve_sketch, sketch_catalog, sketched_tokens
 from .metric_compute import compute_units
@@ -321,15 +321,10 @@ def _extraction(store: LakeStore, eid: str, dataset: str, docs: list[str]) -> Ex
 
 
 def _layers_for(requested: Any, ex: Extraction) -> list[int]:
-    if requested == "all":
-        if not ex.held:
-            raise NotFoundError(f"extraction {ex.eid} ({ex.label}) holds no layer for every document of the dataset")
-        return list(ex.held)
-    bad = [l for l in requested if l not in ex.held]
-    if bad:
-        raise NotFoundError(f"layer(s) {bad} are not stored for every document in extraction {ex.eid} ({ex.label}); "
-                            f"stored layers: {ex.held}; ingest them with --layers")
-    return list(requested)
+    if requested == "all" and not ex.held:
+        raise NotFoundError(f"extraction {ex.eid} ({ex.label}) holds no layer for every document of the dataset")
+    return LayerSelection.parse(requested).among(
+        ex.held, f"are not stored for every document in extraction {ex.eid} ({ex.label})", "ingest them with --layers")
 
 
 def _across_models(request: MetricRequest, options: Mapping[str, Any], eids: list[str]) -> bool:

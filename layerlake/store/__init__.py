@@ -13,14 +13,14 @@ from .importer import ImportReport, import_lake, verify_export
 from .layout import check_dataset_name
 from .reader import ArrayRef, ChunkReader, ReadStats
 from .shards import DOCS_SCHEMA, TOKENS_SCHEMA, ShardData, read_parquet, write_shard
-from .specs import CaptureSpec, JacobianSketch, parse_layers
+from .specs import CaptureSpec, JacobianSketch, LayerSelection, parse_layers
 from .verify import verify_lake
 
 __all__ = [
     "FORMAT_VERSION", "DocLocation", "LakeStore", "check_dataset_name", "layout", "FileStat", "LakeFS",
     "canonical_json",
     "doc_hash", "extraction_id", "json_hash", "DOCS_SCHEMA", "TOKENS_SCHEMA", "ShardData",
-    "read_parquet", "write_shard", "CaptureSpec", "JacobianSketch", "parse_layers",
+    "read_parquet", "write_shard", "CaptureSpec", "JacobianSketch", "LayerSelection", "parse_layers",
     "ExportReport", "export_dataset", "GCReport", "collect_garbage", "remove_dataset", "ImportReport", "import_lake",
     "verify_export", "verify_lake", "ArrayRef", "ChunkReader", "ReadStats",
 ]

@@ -11,38 +11,125 @@ for more layers later extends the same extraction (see docs/architecture.md).
 from __future__ import annotations
 
 import dataclasses
+import operator
 from typing import Any, Literal, Union
 
-from ..errors import SpecError
+from ..errors import NotFoundError, SpecError
 
 STORAGE_DTYPES = ("float16", "bfloat16", "float32")
 OVERFLOW_MODES = ("truncate", "window", "error")
 
-Layers = Union[Literal["all"], tuple[int, ...]]
 Positions = Union[Literal["last", "all"], int, tuple[int, ...]]
 
+HIDDEN = "hidden"
+BLOCK = "block"
+_KINDS = {HIDDEN: ("hidden-state indices", 0, "0 = embeddings"),
+          BLOCK: ("blocks", 1, "block l maps hidden_states[l-1] to hidden_states[l]; 0 is the embeddings")}
 
-def parse_layers(value: Any) -> Layers:
-    """``"all"``, ``"0,3,6"``, an int or a sequence of ints -> canonical form."""
-    if value is None or value == "all":
-        return "all"
-    if isinstance(value, str):
-        parts = [p.strip() for p in value.split(",") if p.strip()]
-        try:
+
+@dataclasses.dataclass(frozen=True)
+class LayerSelection:
+    """Which layers a request means: all of them (``indices=None``) or explicit ones, of one kind.
+
+    kind ``"hidden"``: hidden-state indices 0..L (0 = embeddings, L = the last
+    block's output); kind ``"block"``: transformer blocks 1..L (block l maps
+    ``hidden_states[l-1]`` to ``hidden_states[l]``). :meth:`parse` reads user
+    input; :meth:`within` resolves against a model of L blocks (out of range is
+    a :class:`SpecError`), :meth:`among` against what is stored (missing is a
+    :class:`NotFoundError`).
+    """
+
+    indices: tuple[int, ...] | None = None
+    kind: str = HIDDEN
+
+    def __post_init__(self) -> None:
+        if self.kind not in _KINDS:
+            raise SpecError(f"layer kind {self.kind!r} must be {HIDDEN!r} or {BLOCK!r}")
+        if self.indices is not None:
+            idx = tuple(self.indices)
+            if not idx or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in idx):
+                raise SpecError(f"layers={self.indices!r}: {self._expected()}")
+            object.__setattr__(self, "indices", tuple(sorted(set(idx))))
+
+    @classmethod
+    def parse(cls, value: Any, kind: str = HIDDEN) -> "LayerSelection":
+        """``"all"``/None, an int, ``"0,3,6"``, a sequence of ints or a LayerSelection of this kind."""
+        if isinstance(value, LayerSelection):
+            if value.kind != kind:
+                raise SpecError(f"layers={value} are {value.kind} indices where {kind} indices are expected")
+            return value
+        if value is None or (isinstance(value, str) and value == "all"):
+            return cls(None, kind)
+        raw = value
+        bad = SpecError(f"layers={raw!r}: {cls(None, kind)._expected()}")
+        if isinstance(value, str):
+            parts = [p.strip() for p in value.split(",")]
+            if not all(p.lstrip("-").isdigit() for p in parts):
+                raise bad
             value = [int(p) for p in parts]
-        except ValueError:
-            raise SpecError(f"layers={value!r} is not 'all' or a comma-separated list of integers like 0,3,6") from None
-    if isinstance(value, int):
-        value = [value]
-    try:
-        layers = tuple(sorted({int(v) for v in value}))
-    except (TypeError, ValueError):
-        raise SpecError(f"layers={value!r} is not 'all' or a list of integers") from None
-    if not layers:
-        raise SpecError("layers is empty; give 'all' or at least one layer index")
-    if layers[0] < 0:
-        raise SpecError(f"layer {layers[0]} is negative; layer indices start at 0 (0 = embeddings)")
-    return layers
+        if hasattr(value, "__index__") and not isinstance(value, bool):  # an int or a numpy int
+            value = [operator.index(value)]
+        try:
+            if isinstance(value, (bool, dict)) or any(isinstance(v, bool) for v in value):
+                raise TypeError
+            items = [operator.index(v) for v in value]  # ints, numpy ints; not floats
+        except TypeError:
+            raise bad from None
+        if not items:
+            raise bad
+        if min(items) < 0:
+            raise SpecError(f"layers={raw!r}: {min(items)} is negative; {cls(None, kind)._expected()}")
+        return cls(tuple(items), kind)
+
+    def _expected(self) -> str:
+        noun, first, note = _KINDS[self.kind]
+        return (f"give 'all' or comma-separated {noun} like '{first},3,6' (valid: {first}..L for a model of "
+                f"L blocks; {note})")
+
+    @property
+    def is_all(self) -> bool:
+        return self.indices is None
+
+    @property
+    def value(self) -> Union[Literal["all"], tuple[int, ...]]:
+        """The canonical form: ``"all"`` or sorted unique indices."""
+        return "all" if self.indices is None else self.indices
+
+    def to_json(self) -> Union[Literal["all"], list[int]]:
+        return "all" if self.indices is None else list(self.indices)
+
+    def within(self, n_layers: int, what: str) -> list[int]:
+        """The indices for ``what``, a model of ``n_layers`` blocks ("all" = every valid one)."""
+        noun, first, note = _KINDS[self.kind]
+        if self.indices is None:
+            return list(range(first, n_layers + 1))
+        bad = [i for i in self.indices if not first <= i <= n_layers]
+        if bad:
+            raise SpecError(f"layers {','.join(map(str, bad))} out of range for {what}: valid {noun} are "
+                            f"{first}..{n_layers} ({note})")
+        return list(self.indices)
+
+    def among(self, available: Any, where: str, hint: str = "") -> list[int]:
+        """The indices among ``available`` (stored ones; "all" = all of them), else NotFoundError.
+
+        ``where`` completes "layer(s) [..] are not stored ..."; ``hint`` says what to do.
+        """
+        stored = sorted(set(available))
+        if self.indices is None:
+            return stored
+        bad = [i for i in self.indices if i not in stored]
+        if bad:
+            noun = "layer" if self.kind == HIDDEN else "block"
+            raise NotFoundError(f"{noun}(s) {bad} {where}; stored {noun}s: {stored}" + (f"; {hint}" if hint else ""))
+        return list(self.indices)
+
+    def __str__(self) -> str:
+        return "all" if self.indices is None else ",".join(map(str, self.indices))
+
+
+def parse_layers(value: Any, kind: str = HIDDEN) -> Union[Literal["all"], tuple[int, ...]]:
+    """``LayerSelection.parse(value, kind).value``: ``"all"`` or sorted unique indices."""
+    return LayerSelection.parse(value, kind).value
 
 
 def _parse_positions(pos: Any) -> Positions:
@@ -89,7 +176,7 @@ class JacobianSketch:
     k: int = 21
     l: int | None = None
     positions: Positions = "last"
-    layers: Layers = "all"
+    layers: LayerSelection = LayerSelection(None, BLOCK)
     seed: int = 0
     exact: bool = False
     power_iterations: int = 0
@@ -106,7 +193,7 @@ class JacobianSketch:
             raise SpecError(f"JacobianSketch power_iterations={self.power_iterations!r} must be an integer >= 0 "
                             "(0 = one-pass sketch; 2-4 for accurate top singular vectors)")
         object.__setattr__(self, "positions", _parse_positions(self.positions))
-        object.__setattr__(self, "layers", parse_layers(self.layers))
+        object.__setattr__(self, "layers", LayerSelection.parse(self.layers, BLOCK))
 
     def identity(self) -> dict[str, Any]:
         """What makes two sketches of the same token comparable (layers excluded)."""
@@ -117,17 +204,14 @@ class JacobianSketch:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["layers"] = list(self.layers) if self.layers != "all" else "all"
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d["layers"] = self.layers.to_json()
         if isinstance(self.positions, tuple):
             d["positions"] = list(self.positions)
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "JacobianSketch":
-        d = dict(d)
-        if isinstance(d.get("layers"), list):
-            d["layers"] = tuple(d["layers"])
         return cls(**d)
 
 
@@ -142,7 +226,7 @@ class CaptureSpec:
     dtype: storage dtype of hidden states.
     """
 
-    layers: Layers = "all"
+    layers: LayerSelection = LayerSelection(None, HIDDEN)
     max_length: int | None = None
     overflow: str = "truncate"
     stride: int = 0
@@ -151,7 +235,7 @@ class CaptureSpec:
     jacobian: JacobianSketch | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "layers", parse_layers(self.layers))
+        object.__setattr__(self, "layers", LayerSelection.parse(self.layers, HIDDEN))
         if self.max_length is not None and (not isinstance(self.max_length, int) or self.max_length < 2):
             raise SpecError(f"max_length={self.max_length!r} must be an integer >= 2 (or None for the model's limit)")
         if self.overflow not in OVERFLOW_MODES:
@@ -180,7 +264,7 @@ class CaptureSpec:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "layers": list(self.layers) if self.layers != "all" else "all",
+            "layers": self.layers.to_json(),
             "max_length": self.max_length,
             "overflow": self.overflow,
             "stride": self.stride,
@@ -192,8 +276,6 @@ class CaptureSpec:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "CaptureSpec":
         d = dict(d)
-        if isinstance(d.get("layers"), list):
-            d["layers"] = tuple(d["layers"])
         if d.get("jacobian"):
             d["jacobian"] = JacobianSketch.from_dict(d["jacobian"])
         return cls(**d)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ from transformers import BertConfig, BertModel, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutput
 
 import layerlake as ll
+from layerlake.ingest.models import load_model
 
 
 def _snapshot(path):
@@ -134,3 +136,28 @@ def test_unknown_dataset_and_layer_in_reads(used_lake):
         used_lake.tokens("nope")
     with pytest.raises(ll.NotFoundError, match=r"stored layers: \[0, 1, 2, 3\]"):
         used_lake.read_vectors("base", layers=[7])
+
+
+@pytest.mark.parametrize("damage, error, match", [
+    ("corrupt", ll.ModelLoadError, "cannot read config.json"),
+    ("no-model-type", ll.ModelLoadError, "cannot read config.json"),
+    ("missing", ll.NotFoundError, "has no config.json"),
+    ("bad-gguf", ll.ModelLoadError, "cannot read model.gguf"),
+])
+def test_config_failures_say_what_went_wrong(tmp_path, tiny_gpt2, damage, error, match):
+    """Only a model that is not there is a NotFoundError; a damaged one is a ModelLoadError naming the file."""
+    model = tmp_path / "model"
+    shutil.copytree(tiny_gpt2, model)
+    if damage == "corrupt":
+        (model / "config.json").write_text('{"model_type": "gpt2", "n_embd": ')
+    elif damage == "no-model-type":
+        (model / "config.json").write_text('{"hidden_size": 8}')
+    elif damage == "missing":
+        (model / "config.json").unlink()
+    else:
+        (model / "model.gguf").write_bytes(b"GGUF\x03\x00\x00\x00 definitely not a gguf file")
+        model = model / "model.gguf"
+    with pytest.raises(error, match=match) as err:
+        load_model(str(model), device="cpu")
+    assert not isinstance(err.value, ll.NotFoundError) or damage == "missing"
+    assert "\n" not in str(err.value)

@@ -20,7 +20,7 @@ from layerlake.store.verify import verify_lake
 def test_capture_spec_round_trip_and_validation():
     spec = CaptureSpec(layers="0,3,6", max_length=128, overflow="window", stride=8, dtype="bfloat16",
                        jacobian=JacobianSketch(k=4, positions=3, layers=[1, 2]))
-    assert spec.layers == (0, 3, 6)
+    assert spec.layers.indices == (0, 3, 6) and spec.jacobian.layers.indices == (1, 2)
     again = CaptureSpec.from_dict(json.loads(json.dumps(spec.to_dict())))
     assert again == spec
     assert "layers" not in spec.identity()

@@ -1,17 +1,16 @@
 """The Ray executor: many model replicas write shards, the driver commits them.
 
-The job is the batch plan a local run uses (:func:`~layerlake.ingest.pipeline.make_batches`),
-cut into *units* of consecutive batches the way the local writer cuts shards (at
-a batch boundary, whole documents, once ``shard_bytes`` of arrays are buffered).
-Each unit becomes one shard, so values are identical to a local run.
-
-A pool of Ray actors (one model replica each, loaded once) takes units; an
-actor computes its unit, writes the shard's files straight to the lake (a file
-system every worker shares, or an object store) and returns the shard's
-manifest; the driver checks the files are visible and writes the commit marker.
+The job is the shard plan a local run computes (:func:`~layerlake.ingest.executors.core.plan_shards`),
+so the shards and their values are identical to a local run's. A pool of Ray
+actors (one model replica each, loaded once) takes planned shards; an actor
+computes one with the shared batch step, writes its files straight to the lake
+(a file system every worker shares, or an object store) and returns its
+manifest (several when the ``shard_seconds`` time cut ends it early, as the
+local executor would); the driver checks the files are visible and writes the
+commit markers.
 Commits happen in plan order, so the committed shards are always a prefix of the
 plan: a crashed driver resumes exactly like a local run (the documents left are
-a suffix of the plan and re-plan into the same batches). A unit lost with a dead
+a suffix of the plan and re-plan into the same batches). A shard lost with a dead
 worker is computed again by a fresh actor under a new shard id (what the dead
 worker half-wrote stays an uncommitted orphan: readers ignore it, ``verify``
 reports it). An exception raised by the work itself (bad input, overflow to
@@ -35,17 +34,16 @@ import os
 import socket
 import tempfile
 import time
-from typing import Any, Sequence
+from typing import Any
 
-from ..errors import LayerlakeError, ModelLoadError, SpecError
-from ..progress import track
-from ..store import CaptureSpec, LakeFS, LakeStore
-from ..store.shards import abandon_shard, commit_shard, new_shard_id, write_shard_data
-from .batching import Batch
+from ...errors import LayerlakeError, ModelLoadError, SpecError
+from ...progress import track
+from ...store import CaptureSpec, LakeFS, LakeStore
+from ...store.shards import abandon_shard, commit_shard, new_shard_id, write_shard_data
+from ..writer import build_shard
+from .core import BatchStep, PlannedShard, compute_shard, default_batch_tokens, plan_shards, token_text_table
 
 log = logging.getLogger(__name__)
-
-ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4}
 
 
 # -- options -------------------------------------------------------------------------------------
@@ -160,53 +158,9 @@ def worker_pythonpath() -> str:
     return os.pathsep.join(parts)
 
 
-# -- units ---------------------------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
-class Unit:
-    """Consecutive batches of one layer group that become one shard."""
-
-    index: int
-    layers: tuple[int, ...]
-    batches: tuple[Batch, ...]
-
-    @property
-    def n_tokens(self) -> int:
-        return sum(b.n_tokens for b in self.batches)
-
-    @property
-    def n_docs(self) -> int:
-        return len({w.doc_order for b in self.batches for w in b.windows})
-
-
-def cut_units(batches: Sequence[Batch], windows_per_doc: dict[int, int], layers: Sequence[int], *,
-              bytes_per_token: int, shard_bytes: int, first_index: int = 0) -> list[Unit]:
-    """Cut the batch plan like :class:`~layerlake.ingest.writer.ShardWriter` cuts shards.
-
-    A unit ends after a batch once it holds ``shard_bytes`` of hidden states and
-    every document in it has all its windows (a document never spans shards).
-    """
-    units: list[Unit] = []
-    buf: list[Batch] = []
-    buf_bytes = 0
-    seen: dict[int, int] = {}
-    for b in batches:
-        buf.append(b)
-        buf_bytes += b.n_tokens * bytes_per_token
-        for w in b.windows:
-            seen[w.doc_order] = seen.get(w.doc_order, 0) + 1
-        docs = {w.doc_order for x in buf for w in x.windows}
-        whole = all(seen.get(d, 0) >= windows_per_doc.get(d, 1) for d in docs)
-        if whole and buf_bytes >= shard_bytes:
-            units.append(Unit(first_index + len(units), tuple(layers), tuple(buf)))
-            buf, buf_bytes = [], 0
-    if buf:
-        units.append(Unit(first_index + len(units), tuple(layers), tuple(buf)))
-    return units
-
-
 # -- the worker (one per Ray actor) ---------------------------------------------------------------
 class IngestWorker:
-    """Loads the model once, then turns units into written (uncommitted) shards.
+    """Loads the model once, then turns planned shards into written (uncommitted) shards.
 
     Errors while starting are kept and raised by :meth:`ready` (as a task
     error: the driver stops) rather than killing the actor (which would read
@@ -215,10 +169,11 @@ class IngestWorker:
 
     def __init__(self, lake_url: str, storage_options: dict[str, Any], eid: str, spec: CaptureSpec,
                  load_kwargs: dict[str, Any], model_obj: Any, device: str, threads: int,
-                 fingerprint: dict[str, Any]) -> None:
+                 fingerprint: dict[str, Any], shard_seconds: float | None) -> None:
         self.error: BaseException | None = None
         self.eid = eid
         self.spec = spec
+        self.shard_seconds = shard_seconds
         self.pid = os.getpid()
         self.host = socket.gethostname()
         try:
@@ -230,9 +185,8 @@ class IngestWorker:
                device: str, threads: int, fingerprint: dict[str, Any]) -> None:
         import torch
 
-        from ..progress import set_progress
-        from .models import load_model
-        from .pipeline import _jacobian_capture, token_text_table
+        from ...progress import set_progress
+        from ..models import load_model
 
         set_progress(False)
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -261,35 +215,43 @@ class IngestWorker:
             )
         self.fs = LakeFS(lake_url, storage_options=storage_options)
         self.token_text = token_text_table(self.lm.tokenizer)
-        self.jac = _jacobian_capture(self.spec)
+        self.step = BatchStep(self.lm, self.spec)
 
     def ready(self) -> dict[str, Any]:
         if self.error is not None:
             raise self.error
         return {"pid": self.pid, "host": self.host, "device": str(self.lm.device)}
 
-    def run_unit(self, unit: Unit, shard_id: str, attempt: int) -> dict[str, Any]:
-        """Compute a unit and write its shard's files; returns the manifest (the driver commits)."""
+    def run_shard(self, shard: PlannedShard, shard_id: str, attempt: int) -> dict[str, Any]:
+        """Compute a planned shard and write its files; returns the manifests (the driver commits them).
+
+        The first shard written gets ``shard_id``; parts after a time cut get new ids.
+        """
         if self.error is not None:
             raise self.error
-        from .capture import forward_batch
-        from .writer import build_shard
-
         t0 = time.monotonic()
-        layers = list(unit.layers)
+        compute_s = 0.0
+        manifests: list[dict[str, Any]] = []
         outputs = []
-        for batch in unit.batches:
-            out, hs, ids, mask = forward_batch(self.lm, batch, layers, self.spec.dtype)
-            if self.jac is not None:
-                out.extra["jacobian"] = self.jac(self.lm, batch, hs, ids, mask, layers)
-            del hs
-            out.wait()
-            outputs.append(out)
-        t1 = time.monotonic()
-        info = {"device": str(self.lm.device), "executor": "ray", "unit": unit.index, "attempt": attempt}
-        shard = build_shard(outputs, layers, self.spec.dtype, self.token_text, info)
-        manifest = write_shard_data(self.fs, self.eid, shard, shard_id=shard_id)
-        return {"manifest": manifest, "pid": self.pid, "compute_s": t1 - t0, "write_s": time.monotonic() - t1}
+        info = {"device": str(self.lm.device), "executor": "ray", "unit": shard.index, "attempt": attempt}
+        t_batch = time.monotonic()
+        try:
+            for out, end in compute_shard(shard, self.step, self.shard_seconds):
+                out.wait()
+                outputs.append(out)
+                compute_s += time.monotonic() - t_batch
+                if end:
+                    part = build_shard(outputs, list(shard.layers), self.spec.dtype, self.token_text, info)
+                    sid = shard_id if not manifests else new_shard_id(self.fs)
+                    manifests.append(write_shard_data(self.fs, self.eid, part, shard_id=sid))
+                    outputs = []
+                t_batch = time.monotonic()
+        except BaseException:
+            for man in manifests:  # written, never to be committed
+                abandon_shard(self.fs, self.eid, man["shard"])
+            raise
+        return {"manifests": manifests, "pid": self.pid, "compute_s": compute_s,
+                "write_s": time.monotonic() - t0 - compute_s}
 
 
 # -- the driver ----------------------------------------------------------------------------------
@@ -306,22 +268,20 @@ class _Slot:
     inflight: int = 0
 
 
-def run_ray(store: LakeStore, eid: str, lm: Any, corpus: Any, plan: dict[tuple[int, ...], list[str]],
-            spec: CaptureSpec, *, batch_tokens: int | None, shard_bytes: int, progress: bool | None,
-            options: dict[str, Any], load_kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Compute every planned group on a pool of Ray actors; commit their shards in plan order.
+def run_ray(store: LakeStore, eid: str, lm: Any, corpus: Any, groups: dict[tuple[int, ...], list[str]],
+            spec: CaptureSpec, *, batch_tokens: int | None, shard_bytes: int, options: dict[str, Any],
+            load_kwargs: dict[str, Any], shard_seconds: float | None) -> dict[str, Any]:
+    """Compute every planned shard on a pool of Ray actors; commit them in plan order.
 
     ``lm`` (the driver's copy) plans and tokenizes only; each actor loads its own
     replica from ``load_kwargs`` (a ``PreTrainedModel`` object goes through the
     object store). Returns ``tokens``, ``shards``, ``bytes``, ``truncated`` plus
     ``workers``, ``retries``, ``worker_restarts``, ``startup_s`` and ``run_s``.
     """
-    from .pipeline import _progress_override, make_batches
-
     opts = check_ray_setup(store, options)
     stats: dict[str, Any] = {"tokens": 0, "shards": 0, "bytes": 0, "truncated": 0, "workers": 0, "retries": 0,
                              "worker_restarts": 0, "startup_s": 0.0, "run_s": 0.0}
-    if not plan:
+    if not groups:
         return stats
     t_start = time.monotonic()
     ray = ensure_ray(opts.address, temp_dir=opts.temp_dir)
@@ -342,14 +302,10 @@ def run_ray(store: LakeStore, eid: str, lm: Any, corpus: Any, plan: dict[tuple[i
         raise SpecError(f"cpus_per_worker={opts.cpus_per_worker:g} but the Ray cluster has "
                         f"{total.get('CPU', 0):g} CPU(s)")
     worker_device = "cuda" if gpus > 0 else "cpu"
-    budget = batch_tokens or (32768 if gpus > 0 else 4096)
-
-    units: list[Unit] = []
-    for layers, hashes in sorted(plan.items()):
-        batches, per_doc, n_trunc = make_batches(lm, corpus, hashes, spec, budget)
-        stats["truncated"] += n_trunc
-        units.extend(cut_units(batches, per_doc, layers, bytes_per_token=lm.d_model * ITEMSIZE[spec.dtype]
-                               * len(layers), shard_bytes=shard_bytes, first_index=len(units)))
+    plan = plan_shards(lm, corpus, groups, spec, batch_tokens=batch_tokens or default_batch_tokens(gpus > 0),
+                       shard_bytes=shard_bytes)
+    stats["truncated"] = plan.truncated
+    units = plan.shards
     if opts.num_workers is not None:
         n_workers = opts.num_workers
     elif gpus > 0:
@@ -378,33 +334,31 @@ def run_ray(store: LakeStore, eid: str, lm: Any, corpus: Any, plan: dict[tuple[i
 
     def start_actor() -> _Slot:
         handle = actor_cls.remote(lake_url, store.fs.storage_options, eid, spec, kw, model_obj, worker_device,
-                                  threads, dict(lm.info))
+                                  threads, dict(lm.info), shard_seconds)
         slot = _Slot(len(slots), handle, handle.ready.remote())
         slots.append(slot)
         return slot
 
     for _ in range(n_workers):
         start_actor()
-    log.info("Ray ingest of %d unit(s) on %d worker(s) (%s CPU, %s GPU each)", len(units), n_workers,
+    log.info("Ray ingest of %d shard(s) on %d worker(s) (%s CPU, %s GPU each)", len(units), n_workers,
              opts.cpus_per_worker, gpus)
 
     todo = collections.deque(range(len(units)))
     attempts: collections.Counter[int] = collections.Counter()
     tasks: dict[Any, tuple[_Slot, int, str]] = {}
-    done: dict[int, dict[str, Any]] = {}
+    done: dict[int, list[dict[str, Any]]] = {}
     next_commit = 0
     t_ready: float | None = None
     death = _death_errors(ray)
     try:
-        with _progress_override(progress), \
-                track(f"ingest {lm.ref} (ray, {n_workers} workers)", total=sum(u.n_docs for u in units),
-                      unit="docs") as tr:
+        with track(f"ingest {lm.ref} (ray, {n_workers} workers)", total=plan.n_docs, unit="docs") as tr:
             while next_commit < len(units):
                 for slot in slots:
                     while slot.ready and not slot.dead and slot.inflight < opts.inflight_per_worker and todo:
                         i = todo.popleft()
                         sid = new_shard_id(store.fs)
-                        ref = slot.handle.run_unit.remote(units[i], sid, attempts[i])
+                        ref = slot.handle.run_shard.remote(units[i], sid, attempts[i])
                         tasks[ref] = (slot, i, sid)
                         slot.inflight += 1
                 waiting = {s.ready_ref: s for s in slots if not s.ready and not s.dead}
@@ -444,10 +398,10 @@ def run_ray(store: LakeStore, eid: str, lm: Any, corpus: Any, plan: dict[tuple[i
                     stats["retries"] += 1
                     if attempts[i] > opts.max_unit_retries:
                         raise LayerlakeError(
-                            f"unit {i} ({units[i].n_docs} documents) was lost with its worker {attempts[i]} times "
+                            f"shard {i} of the plan ({units[i].n_docs} documents) was lost with its worker {attempts[i]} times "
                             f"(last: {type(exc).__name__}); committed shards are kept: re-run to resume, with a "
                             "smaller --batch-tokens or more memory per worker") from None
-                    log.warning("unit %d lost with Ray worker %d (pid %s: %s); computing it again", i, slot.number,
+                    log.warning("planned shard %d lost with Ray worker %d (pid %s: %s); computing it again", i, slot.number,
                                 slot.pid, type(exc).__name__)
                     todo.appendleft(i)
                     if not slot.dead:
@@ -455,15 +409,19 @@ def run_ray(store: LakeStore, eid: str, lm: Any, corpus: Any, plan: dict[tuple[i
                     continue
                 except ray.exceptions.RayTaskError as exc:
                     raise _cause(exc) from None
-                done[i] = result["manifest"]
+                done[i] = result["manifests"]
                 while next_commit in done:
-                    man = done.pop(next_commit)
-                    commit_shard(store.fs, eid, man, check_files=True)
+                    mans = done[next_commit]
+                    while mans:
+                        commit_shard(store.fs, eid, mans[0], check_files=True)
+                        man = mans.pop(0)
+                        stats["shards"] += 1
+                        stats["bytes"] += man["bytes"]
+                        tr.add_bytes(man["bytes"])
+                    del done[next_commit]
                     unit = units[next_commit]
-                    stats["shards"] += 1
-                    stats["bytes"] += man["bytes"]
                     stats["tokens"] += unit.n_tokens
-                    tr.advance(unit.n_docs, tokens=unit.n_tokens, nbytes=man["bytes"])
+                    tr.advance(unit.n_docs, tokens=unit.n_tokens)
                     next_commit += 1
     finally:
         for slot in slots:
@@ -471,14 +429,15 @@ def run_ray(store: LakeStore, eid: str, lm: Any, corpus: Any, plan: dict[tuple[i
                 ray.kill(slot.handle, no_restart=True)
             except Exception as exc:  # already dead
                 log.debug("ray.kill of worker %d: %s", slot.number, exc)
-        for i, man in done.items():  # written but not committed (the job failed): not visible anyway, tidy up
-            abandon_shard(store.fs, eid, man["shard"])
+        for mans in done.values():  # written but not committed (the job failed): not visible anyway, tidy up
+            for man in mans:
+                abandon_shard(store.fs, eid, man["shard"])
     stats["run_s"] = time.monotonic() - (t_ready or t_start)
     return stats
 
 
 def _death_errors(ray: Any) -> tuple[type[BaseException], ...]:
-    """Ray errors that mean the worker (not the work) failed: the unit is computed again."""
+    """Ray errors that mean the worker (not the work) failed: its planned shard is computed again."""
     e = ray.exceptions
     names = ("RayActorError", "WorkerCrashedError", "NodeDiedError", "ObjectLostError", "OutOfMemoryError",
              "LocalRayletDiedError")
