@@ -14,7 +14,7 @@ import dataclasses
 from typing import Any, Sequence
 
 from ..errors import SpecError
-from ..store.specs import CaptureSpec
+from ..store import CaptureSpec
 from .sources import Document
 
 TOKENIZE_CHUNK = 512

@@ -51,8 +51,7 @@ import torch
 from torch.func import jvp, vjp, vmap
 
 from ..errors import SpecError
-from ..store.sketch import sketch_attrs, sketch_key, sketch_matrices
-from ..store.specs import JacobianSketch
+from ..store import JacobianSketch, sketch_attrs, sketch_key, sketch_matrices
 from .batching import Batch, Window
 from .models import LoadedModel
 from .own_token_attention import OnePassUnsupported, math_attention, own_token_attention

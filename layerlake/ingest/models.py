@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from ..errors import LayerlakeError, ModelLoadError, NotFoundError, SpecError
-from ..store.hashing import json_hash
+from ..store import json_hash
 
 log = logging.getLogger(__name__)
 

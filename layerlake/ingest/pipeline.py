@@ -25,8 +25,9 @@ import pyarrow as pa
 
 from .. import progress as progress_bars
 from ..errors import SpecError
-from ..store import CaptureSpec, JacobianSketch, LakeStore, check_dataset_name, extraction_id
-from ..store.shards import remove_dead_writers_shards
+from ..store import (
+    CaptureSpec, check_dataset_name, extraction_id, JacobianSketch, LakeStore, remove_dead_writers_shards,
+)
 from .batching import model_max_length
 from .executors import check_ray_setup, run_local, run_ray
 from .executors.core import SHARD_SECONDS, sketch_capture

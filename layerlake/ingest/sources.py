@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ..errors import NotFoundError, SpecError
-from ..store.hashing import doc_hash
+from ..store import doc_hash
 
 
 @dataclasses.dataclass(frozen=True)

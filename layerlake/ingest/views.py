@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import SpecError
-from ..store.hashing import doc_hash
+from ..store import doc_hash
 from .sources import Corpus, Document
 
 log = logging.getLogger(__name__)

@@ -19,8 +19,7 @@ from typing import Any, Callable
 import numpy as np
 import pyarrow as pa
 
-from ..store import LakeStore, ShardData
-from ..store.shards import ShardBuilder, abandon_shard, commit_shard
+from ..store import abandon_shard, commit_shard, LakeStore, ShardBuilder, ShardData
 from .capture import BatchOutput
 
 log = logging.getLogger(__name__)

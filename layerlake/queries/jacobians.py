@@ -27,8 +27,9 @@ import pyarrow.compute as pc
 from ..errors import IntegrityError, NotFoundError, SpecError
 from ..metrics import REGISTRY, MetricDef, get_metric
 from ..metrics.jacobian import JacobianFactors, coupling_matrix, linearization_fidelity, sketch_reconstruct
-from ..store import ArrayRef, JacobianSketch, LakeStore, LayerSelection, layout, read_parquet
-from ..store.sketch import check_test_matrix, sketch_key
+from ..store import (
+    ArrayRef, check_test_matrix, JacobianSketch, LakeStore, LayerSelection, layout, read_parquet, sketch_key,
+)
 
 TokenKey = tuple[str, int, int]  # (doc_hash, window, position)
 
@@ -247,7 +248,7 @@ def sketched_layers(store: LakeStore, eid: str, key: str) -> list[int]:
     return sketch_catalog(store, eid)[key]["layers"]
 
 
-def _resolve_blocks(store: LakeStore, eid: str, key: str, layers: Any) -> list[int]:
+def resolve_blocks(store: LakeStore, eid: str, key: str, layers: Any) -> list[int]:
     return LayerSelection.parse(layers, "block").among(sketched_layers(store, eid, key),
                                                        f"have no sketch {key} in extraction {eid}")
 
@@ -264,7 +265,7 @@ def jacobian_factors(store: LakeStore, dataset: str, eid: str, layers: Any = "al
     attrs = sketch_catalog(store, eid)[key]["attrs"]
     if exact and not attrs.get("exact"):
         raise SpecError(f"sketch {key} was ingested without exact=True; no exact Jacobians are stored")
-    blocks = _resolve_blocks(store, eid, key, layers)
+    blocks = resolve_blocks(store, eid, key, layers)
     out: dict[TokenKey, list[JacobianFactors]] = {}
     order: list[TokenKey] | None = None
     for layer in blocks:
@@ -347,7 +348,7 @@ def compute_jacobian_metric(lake: Any, name: str, dataset: str, model: str | Non
                                 f"{', '.join(valid + ['token_coupling', 'linearization_fidelity'])}")
     eid = store.resolve_extraction(dataset, model)
     key = resolve_sketch(store, eid, sketch)
-    blocks = _resolve_blocks(store, eid, key, layers)
+    blocks = resolve_blocks(store, eid, key, layers)
     base = {"metric": name, "extraction": eid, "model": ", ".join(store.aliases(eid)), "sketch": key}
     if name == "linearization_fidelity":
         if params:

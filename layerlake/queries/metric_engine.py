@@ -52,7 +52,7 @@ from ..errors import NotFoundError, SpecError
 from ..metrics import MetricDef, get_metric
 from ..store import LakeStore, LayerSelection
 from . import metric_cache as mc
-from .jacobians import _resolve_blocks, resolve_sketch, sketch_catalog, sketched_tokens
+from .jacobians import resolve_blocks, resolve_sketch, sketch_catalog, sketched_tokens
 from .metric_compute import compute_units
 from .metric_inputs import locate_docs
 from .metric_plan import (
@@ -159,7 +159,7 @@ def _sketch_units(store: LakeStore, plan: MetricPlan, eids: list[str], every_mod
             if every_model and len(eids) > 1:
                 continue  # this model has no sketches; others may
             raise
-        blocks = _resolve_blocks(store, eid, key, plan.request.layers)
+        blocks = resolve_blocks(store, eid, key, plan.request.layers)
         plan.add_unit(plan.extractions[eid], None, None, [(eid, b) for b in blocks], {"sketch": key},
                       unit={"blocks": blocks})
     if not plan.units:

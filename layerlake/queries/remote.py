@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from ..store import LakeStore
-from ..store.remote import polars_reads_natively, polars_storage_options
+from ..store import LakeStore, polars_reads_natively, polars_storage_options
 
 
 def scan_lake_parquet(store: LakeStore, *parts: str) -> pl.LazyFrame:

@@ -12,7 +12,12 @@ from .hashing import doc_hash, extraction_id, json_hash
 from .importer import ImportReport, import_lake, verify_export
 from .layout import check_dataset_name
 from .reader import ArrayRef, ChunkReader, ReadStats
-from .shards import DOCS_SCHEMA, TOKENS_SCHEMA, ShardData, read_parquet, write_shard
+from .remote import polars_reads_natively, polars_storage_options
+from .shards import (
+    DOCS_SCHEMA, TOKENS_SCHEMA, ShardBuilder, ShardData, abandon_shard, commit_shard, new_shard_id, read_parquet,
+    remove_dead_writers_shards, write_shard, write_shard_data,
+)
+from .sketch import check_test_matrix, sketch_attrs, sketch_key, sketch_matrices
 from .specs import CaptureSpec, JacobianSketch, LayerSelection, parse_layers
 from .verify import verify_lake
 
@@ -22,5 +27,7 @@ __all__ = [
     "doc_hash", "extraction_id", "json_hash", "DOCS_SCHEMA", "TOKENS_SCHEMA", "ShardData",
     "read_parquet", "write_shard", "CaptureSpec", "JacobianSketch", "LayerSelection", "parse_layers",
     "ExportReport", "export_dataset", "GCReport", "collect_garbage", "remove_dataset", "ImportReport", "import_lake",
-    "verify_export", "verify_lake", "ArrayRef", "ChunkReader", "ReadStats",
+    "verify_export", "verify_lake", "ShardBuilder", "abandon_shard", "commit_shard", "new_shard_id",
+    "remove_dead_writers_shards", "write_shard_data", "polars_reads_natively", "polars_storage_options",
+    "check_test_matrix", "sketch_attrs", "sketch_key", "sketch_matrices", "ArrayRef", "ChunkReader", "ReadStats",
 ]

@@ -70,7 +70,7 @@ def to_float32(raw: np.ndarray, logical_dtype: str) -> np.ndarray:
     return raw.astype(np.float32, copy=False)
 
 
-def _merge_ranges(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+def merge_ranges(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
     merged: list[tuple[int, int]] = []
     for start, stop in sorted(r for r in ranges if r[1] > r[0]):
         if merged and start <= merged[-1][1]:

@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 
 from ..errors import IntegrityError, NotFoundError
 from . import layout
-from .arrays import _merge_ranges, open_group
+from .arrays import merge_ranges, open_group
 from .catalog import LakeStore
 from .fs import LakeFS
 from .hashing import json_hash
@@ -152,7 +152,7 @@ def read_subset(fs: LakeFS, eid: str, manifest: dict[str, Any], docs: Iterable[s
             if everything:
                 hidden[int(layer)] = np.asarray(arr[...])
             else:
-                parts = [np.asarray(arr[a:b]) for a, b in _merge_ranges(ranges)]
+                parts = [np.asarray(arr[a:b]) for a, b in merge_ranges(ranges)]
                 hidden[int(layer)] = (np.concatenate(parts) if parts
                                       else np.zeros((0,) + tuple(arr.shape[1:]), arr.dtype))
     jac = _jacobian_subset(fs, base, manifest, old_rows, n_old, everything, jacobian_layers)

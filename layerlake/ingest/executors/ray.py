@@ -38,8 +38,9 @@ from typing import Any
 
 from ...errors import LayerlakeError, ModelLoadError, SpecError
 from ...progress import track
-from ...store import CaptureSpec, LakeFS, LakeStore
-from ...store.shards import abandon_shard, commit_shard, new_shard_id, write_shard_data
+from ...store import (
+    abandon_shard, CaptureSpec, commit_shard, LakeFS, LakeStore, new_shard_id, write_shard_data,
+)
 from ..writer import build_shard
 from .core import BatchStep, PlannedShard, compute_shard, default_batch_tokens, plan_shards, token_text_table
 
