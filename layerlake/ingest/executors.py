@@ -463,9 +463,9 @@ def run_ray(store: LakeStore, eid: str, lm: Any, corpus: Any, plan: dict[tuple[i
                     commit_shard(store.fs, eid, man, check_files=True)
                     unit = units[next_commit]
                     stats["shards"] += 1
-                    stats["bytes"] += man["bytes"]
+                    stats["bytes"] += man.bytes
                     stats["tokens"] += unit.n_tokens
-                    tr.advance(unit.n_docs, tokens=unit.n_tokens, nbytes=man["bytes"])
+                    tr.advance(unit.n_docs, tokens=unit.n_tokens, nbytes=man.bytes)
                     next_commit += 1
     finally:
         for slot in slots:
@@ -474,7 +474,7 @@ def run_ray(store: LakeStore, eid: str, lm: Any, corpus: Any, plan: dict[tuple[i
             except Exception as exc:  # already dead
                 log.debug("ray.kill of worker %d: %s", slot.number, exc)
         for i, man in done.items():  # written but not committed (the job failed): not visible anyway, tidy up
-            abandon_shard(store.fs, eid, man["shard"])
+            abandon_shard(store.fs, eid, man.shard)
     stats["run_s"] = time.monotonic() - (t_ready or t_start)
     return stats
 

@@ -26,7 +26,7 @@ import torch
 
 from ..errors import SpecError
 from ..progress import track
-from ..store import CaptureSpec, JacobianSketch, LakeStore, check_dataset_name, extraction_id, parse_layers
+from ..store import CaptureSpec, JacobianSketch, LakeStore, ShardManifest, check_dataset_name, extraction_id, parse_layers
 from ..store.shards import remove_dead_writers_shards
 from .batching import Batch, model_max_length, plan_batches, tokenize_documents
 from .capture import forward_batch
@@ -187,21 +187,11 @@ def plan_work(store: LakeStore, eid: str, corpus: Corpus, layers: list[int],
     its missing hidden layers, possibly ``()``). Every planned document gets all
     the requested sketches, so a shard's manifest lists exactly what each of its
     documents holds (a document recomputed for missing hidden layers gets its
-    sketches again; readers use the first shard).
+    sketches again; readers use the smallest-id shard, see ``store.placement``).
     """
-    index = store.doc_index(eid)
-    have: dict[str, set[int]] = {}
-    jac_have: dict[str, set[int]] = {}
-    if index.num_rows:
-        hashes = index.column("doc_hash").to_pylist()
-        for h, ls in zip(hashes, index.column("layers").to_pylist()):
-            have.setdefault(h, set()).update(ls)
-        if jacobian is not None:
-            key = jacobian[0]
-            by_shard = {m["shard"]: set((m.get("jacobian") or {}).get(key, {}).get("layers", []))
-                        for m in store.shard_manifests(eid)}
-            for h, sid in zip(hashes, index.column("shard").to_pylist()):
-                jac_have.setdefault(h, set()).update(by_shard.get(sid, ()))
+    placement = store.placement(eid)
+    have = placement.layers_held
+    jac_have = placement.blocks_held(jacobian[0]) if jacobian is not None else {}
     want = set(layers)
     jac_want = set(jacobian[1]) if jacobian is not None else set()
     groups: dict[tuple[int, ...], list[str]] = {}
@@ -271,10 +261,10 @@ def run_local(store: LakeStore, eid: str, lm: LoadedModel, corpus: Corpus, plan:
                 jac_capture.prepare(lm)
                 jac_capture.check_windows([w for b in batches for w in b.windows])  # before any compute
 
-            def committed(man: dict[str, Any]) -> None:
+            def committed(man: ShardManifest) -> None:
                 stats["shards"] += 1
-                stats["bytes"] += man["bytes"]
-                tr.add_bytes(man["bytes"])
+                stats["bytes"] += man.bytes
+                tr.add_bytes(man.bytes)
 
             writer = ShardWriter(store, eid, layers=list(layers), dtype=spec.dtype, token_text=token_text,
                                  windows_per_doc=per_doc, shard_bytes=shard_bytes, on_commit=committed,

@@ -45,7 +45,7 @@ def locate_dataset(store: LakeStore, dataset: str, eid: str, layer: int | None =
         have = store.extraction(eid)
         raise NotFoundError(
             f"{len(missing)} document(s) of dataset {dataset!r} have no {what} in extraction {eid} "
-            f"({have['model'].get('model')}); ingest them (e.g. `layerlake ingest ... --layers {layer}`)"
+            f"({have.model_name}); ingest them (e.g. `layerlake ingest ... --layers {layer}`)"
         )
     return loc
 
@@ -101,13 +101,13 @@ def docs_frame(store: LakeStore, dataset: str, model: str | None = None) -> pl.L
 
 def normalize_layers(store: LakeStore, eid: str, layers: Any) -> list[int]:
     man = store.extraction(eid)
-    stored = sorted({l for m in store.shard_manifests(eid) for l in m["layers"]})
+    stored = sorted({l for m in store.shard_manifests(eid) for l in m.layers})
     parsed = parse_layers(layers)
     if parsed == "all":
         return stored
     bad = [l for l in parsed if l not in stored]
     if bad:
-        raise NotFoundError(f"layer(s) {bad} are not stored in extraction {eid} ({man['model'].get('model')}); "
+        raise NotFoundError(f"layer(s) {bad} are not stored in extraction {eid} ({man.model_name}); "
                             f"stored layers: {stored}")
     return list(parsed)
 
@@ -132,7 +132,7 @@ def read_vectors(store: LakeStore, dataset: str, model: str | None = None, layer
     if len(set(counts)) > 1:
         raise NotFoundError(f"layers {layer_list} of extraction {eid} hold different token counts {counts} for "
                             f"dataset {dataset!r}; run `layerlake verify`")
-    d = int(store.extraction(eid).get("d_model") or 0)
+    d = store.extraction(eid).d_model
     out = np.empty((len(layer_list), counts[0], d), dtype=np.float32)
     reader = engine.reader if engine is not None else ChunkReader(store)
     with reader.scan(f"read_vectors[{dataset}]") as stats:

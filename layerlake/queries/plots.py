@@ -57,7 +57,7 @@ def _depths(lake: Any, frame: pl.DataFrame) -> dict[str, int]:
     out = {}
     for eid in frame["extraction"].unique().to_list():
         man = lake.store.extraction(eid)
-        out[eid] = int(man.get("n_layers") or 1)
+        out[eid] = int(man.n_layers or 1)
     return out
 
 

@@ -61,6 +61,6 @@ def gather_rows(store: LakeStore, eid: str, locations: pa.Table, layer: int,
             out[dst:dst + (b - a)] = block[pos:pos + (b - a)]
             pos += b - a
     if out is None:
-        d = int(store.extraction(eid).get("d_model") or 0)
+        d = store.extraction(eid).d_model
         out = np.empty((0, d), dtype=np.float32)
     return out

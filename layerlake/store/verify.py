@@ -16,6 +16,7 @@ from ..errors import LayerlakeError
 from .arrays import damaged_chunks, open_group
 from .catalog import LakeStore
 from .hashing import doc_hash
+from .manifests import ExtractionManifest, ShardManifest
 from .shards import WRITER_FILE
 
 
@@ -47,7 +48,8 @@ def verify_lake(store: LakeStore, *, deep: bool = True,
                 continue
         else:
             try:
-                fs.read_json(*base, "extraction.json")
+                ExtractionManifest.from_json(fs.read_json(*base, "extraction.json"),
+                                             source=fs.url_of(*base, "extraction.json"))
             except LayerlakeError as exc:
                 problems.append(Problem(fs.url_of(*base, "extraction.json"), str(exc)))
         committed = set()
@@ -57,7 +59,8 @@ def verify_lake(store: LakeStore, *, deep: bool = True,
             sid = name[:-5]
             committed.add(sid)
             try:
-                man = fs.read_json(*base, "commits", name)
+                man = ShardManifest.from_json(fs.read_json(*base, "commits", name),
+                                              source=fs.url_of(*base, "commits", name))
             except (LayerlakeError, OSError) as exc:
                 problems.append(Problem(fs.url_of(*base, "commits", name), f"unreadable commit marker: {exc}"))
                 continue
@@ -96,24 +99,24 @@ def verify_lake(store: LakeStore, *, deep: bool = True,
     return problems
 
 
-def _verify_shard(store: LakeStore, eid: str, sid: str, man: dict[str, Any], deep: bool) -> list[Problem]:
+def _verify_shard(store: LakeStore, eid: str, sid: str, man: ShardManifest, deep: bool) -> list[Problem]:
     fs = store.fs
     base = ("extractions", eid, "shards", sid)
     out: list[Problem] = []
     on_disk = fs.walk_files(*base)
-    for rel, info in man.get("files", {}).items():
+    for rel, info in man.files.items():
         if rel not in on_disk:
             out.append(Problem(fs.url_of(*base, rel), "missing (listed in the commit marker)"))
             continue
-        if on_disk[rel] != info["size"]:
-            out.append(Problem(fs.url_of(*base, rel), f"size {on_disk[rel]} != {info['size']} in the commit marker"))
+        if on_disk[rel] != info.size:
+            out.append(Problem(fs.url_of(*base, rel), f"size {on_disk[rel]} != {info.size} in the commit marker"))
             continue
-        if "crc32c" in info and deep:
+        if info.crc32c is not None and deep:
             data = fs.read_bytes(*base, rel)
-            if crc32c.crc32c(data) != info["crc32c"]:
+            if crc32c.crc32c(data) != info.crc32c:
                 out.append(Problem(fs.url_of(*base, rel), "checksum mismatch (file damaged)"))
     for rel in on_disk:
-        if rel not in man.get("files", {}) and rel != WRITER_FILE:  # the writer record is not shard data
+        if rel not in man.files and rel != WRITER_FILE:  # the writer record is not shard data
             out.append(Problem(fs.url_of(*base, rel), "file not listed in the commit marker (orphan)"))
     if deep and not out:
         for group_name in ("hidden.zarr",):
