@@ -75,6 +75,14 @@ class Placement:
             held.setdefault(h, set()).update(ls)
         return {h: frozenset(ls) for h, ls in held.items()}
 
+    @functools.cached_property
+    def shard_docs(self) -> dict[str, frozenset[str]]:
+        """Shard -> the documents its ``docs.parquet`` lists."""
+        docs: dict[str, set[str]] = {}
+        for h, sid in zip(self.index.column("doc_hash").to_pylist(), self.index.column("shard").to_pylist()):
+            docs.setdefault(sid, set()).add(h)
+        return {sid: frozenset(hs) for sid, hs in docs.items()}
+
     def blocks_held(self, key: str) -> dict[str, frozenset[int]]:
         """Document -> the blocks sketched under ``key`` for it (documents held at all; empty when none)."""
         held: dict[str, set[int]] = {}

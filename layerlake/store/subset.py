@@ -64,9 +64,7 @@ def plan_picks(store: LakeStore, eid: str, doc_hashes: Sequence[str], layers: Se
     manifests = {m.shard: m for m in store.shard_manifests(eid)}
     wanted = list(dict.fromkeys(doc_hashes))
     tokens_from = placement.token_shards()
-    shard_docs: dict[str, set[str]] = {}
-    for h, sid in zip(placement.index.column("doc_hash").to_pylist(), placement.index.column("shard").to_pylist()):
-        shard_docs.setdefault(sid, set()).add(h)
+    shard_docs = placement.shard_docs
     by_layer = {layer: placement.layer_shards(layer)
                 for layer in sorted({l for ls in placement.layers_held.values() for l in ls})}
     layer_from = {h: {layer: by_layer[layer][h] for layer in ls} for h, ls in placement.layers_held.items()}
@@ -102,7 +100,7 @@ def plan_picks(store: LakeStore, eid: str, doc_hashes: Sequence[str], layers: Se
             groups.setdefault(tuple(sorted(ls)), set()).add(h)
         man = manifests[sid]
         for lays, docs in sorted(groups.items()):
-            whole = (docs == shard_docs.get(sid, set()) and list(lays) == sorted(man.layers)
+            whole = (docs == shard_docs.get(sid, frozenset()) and list(lays) == sorted(man.layers)
                      and (vectors or not (man.layers or man.jacobian)))
             picks.append(ShardPick(sid, frozenset(docs), lays, whole))
     return picks
