@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -111,7 +111,7 @@ class Placement:
         """Document -> the shard serving its sketches of ``key`` at ``block``."""
         return self._serving(lambda sid, layers: block in self.sketches.get(sid, {}).get(key, ()))
 
-    def _serving(self, holds) -> dict[str, str]:
+    def _serving(self, holds: Callable[[str, list[int]], bool]) -> dict[str, str]:
         holders: dict[str, set[str]] = {}
         for h, sid, ls in zip(self.index.column("doc_hash").to_pylist(), self.index.column("shard").to_pylist(),
                               self.index.column("layers").to_pylist()):
