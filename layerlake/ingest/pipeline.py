@@ -181,21 +181,11 @@ def plan_work(store: LakeStore, eid: str, corpus: Corpus, layers: list[int],
     its missing hidden layers, possibly ``()``). Every planned document gets all
     the requested sketches, so a shard's manifest lists exactly what each of its
     documents holds (a document recomputed for missing hidden layers gets its
-    sketches again; readers use the first shard).
+    sketches again; readers use the smallest-id shard, see ``store.placement``).
     """
-    index = store.doc_index(eid)
-    have: dict[str, set[int]] = {}
-    jac_have: dict[str, set[int]] = {}
-    if index.num_rows:
-        hashes = index.column("doc_hash").to_pylist()
-        for h, ls in zip(hashes, index.column("layers").to_pylist()):
-            have.setdefault(h, set()).update(ls)
-        if jacobian is not None:
-            key = jacobian[0]
-            by_shard = {m["shard"]: set((m.get("jacobian") or {}).get(key, {}).get("layers", []))
-                        for m in store.shard_manifests(eid)}
-            for h, sid in zip(hashes, index.column("shard").to_pylist()):
-                jac_have.setdefault(h, set()).update(by_shard.get(sid, ()))
+    placement = store.placement(eid)
+    have = placement.layers_held
+    jac_have = placement.blocks_held(jacobian[0]) if jacobian is not None else {}
     want = set(layers)
     jac_want = set(jacobian[1]) if jacobian is not None else set()
     groups: dict[tuple[int, ...], list[str]] = {}

@@ -133,7 +133,7 @@ class ShardWriter:
         try:
             commit_shard(self.store.fs, self.eid, manifest)
         except BaseException:
-            abandon_shard(self.store.fs, self.eid, manifest["shard"])
+            abandon_shard(self.store.fs, self.eid, manifest.shard)
             self._builder = None
             raise
         self._builder = None

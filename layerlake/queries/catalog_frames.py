@@ -14,7 +14,7 @@ def extractions_table(store: LakeStore) -> pa.Table:
     for eid in store.extraction_ids():
         man = store.extraction(eid)
         shards = store.shard_manifests(eid)
-        model = man.get("model", {})
+        model = man.model
         rows.append({
             "extraction": eid,
             "model": model.get("model"),
@@ -22,19 +22,19 @@ def extractions_table(store: LakeStore) -> pa.Table:
             "revision": model.get("revision"),
             "model_class": model.get("model_class"),
             "weights_hash": model.get("weights_hash"),
-            "tokenizer_hash": model.get("tokenizer_hash"),
-            "capture": str(man.get("capture")),
-            "layers": sorted({l for s in shards for l in s["layers"]}),
-            "n_layers": man.get("n_layers"),
-            "d_model": man.get("d_model"),
-            "dtype": man.get("dtype"),
-            "is_causal": man.get("is_causal"),
+            "tokenizer_hash": man.tokenizer_hash,
+            "capture": str(man.capture),
+            "layers": sorted({l for s in shards for l in s.layers}),
+            "n_layers": man.n_layers,
+            "d_model": man.d_model,
+            "dtype": man.dtype,
+            "is_causal": man.is_causal,
             "shards": len(shards),
-            "documents": len({h for h in store.doc_index(eid).column("doc_hash").to_pylist()}) if shards else 0,
-            "tokens": int(sum(s["n_rows"] for s in shards)),
-            "bytes": int(sum(s["bytes"] for s in shards)),
-            "fingerprint": model.get("fingerprint"),
-            "created": man.get("created"),
+            "documents": len(store.placement(eid).layers_held) if shards else 0,
+            "tokens": int(sum(s.n_rows for s in shards)),
+            "bytes": int(sum(s.bytes for s in shards)),
+            "fingerprint": man.fingerprint,
+            "created": man.created,
         })
     schema = pa.schema([("extraction", pa.string()), ("model", pa.string()), ("aliases", pa.list_(pa.string())),
                         ("revision", pa.string()), ("model_class", pa.string()), ("weights_hash", pa.string()),

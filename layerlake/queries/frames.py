@@ -100,8 +100,8 @@ def docs_frame(store: LakeStore, dataset: str, model: str | None = None) -> pl.L
 
 def normalize_layers(store: LakeStore, eid: str, layers: Any) -> list[int]:
     man = store.extraction(eid)
-    stored = sorted({l for m in store.shard_manifests(eid) for l in m["layers"]})
-    return LayerSelection.parse(layers).among(stored, f"are not stored in extraction {eid} ({man['model'].get('model')})")
+    stored = sorted({l for m in store.shard_manifests(eid) for l in m.layers})
+    return LayerSelection.parse(layers).among(stored, f"are not stored in extraction {eid} ({man.model_name})")
 
 
 def read_vectors(store: LakeStore, dataset: str, model: str | None = None, layers: Any = "all",
@@ -122,7 +122,7 @@ def read_vectors(store: LakeStore, dataset: str, model: str | None = None, layer
     if len(set(counts)) > 1:
         raise NotFoundError(f"layers {layer_list} of extraction {eid} hold different token counts {counts} for "
                             f"dataset {dataset!r}; run `layerlake verify`")
-    d = int(store.extraction(eid).get("d_model") or 0)
+    d = store.extraction(eid).d_model
     out = np.empty((len(layer_list), counts[0], d), dtype=np.float32)
     reader = store.reader
     with reader.scan(f"read_vectors[{dataset}]") as stats:

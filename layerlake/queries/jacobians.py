@@ -8,8 +8,9 @@ module rebuilds ``Jres ~ Q X`` (:class:`~layerlake.metrics.jacobian.JacobianFact
 METRICS.md 8.3) without forming ``d x d`` matrices unless asked, and evaluates the
 paper-5 metrics from them (:func:`compute_jacobian_metric`).
 
-Which tokens: the dataset's documents in dataset order, each from the first
-committed shard (by shard id) holding sketches of the key at the layer; tokens
+Which tokens: the dataset's documents in dataset order, each from the shard
+that ``store.placement`` says serves (document, key, block): the smallest-id
+committed shard holding sketches of the key at that block for it; tokens
 by window and position. A document computed twice (e.g. once for more hidden
 layers) is therefore never counted twice.
 """
@@ -39,10 +40,10 @@ def sketch_catalog(store: LakeStore, eid: str) -> dict[str, dict[str, Any]]:
     """``{key: {"attrs": ..., "shards": {shard: [layers]}, "layers": [union]}}`` from committed manifests."""
     out: dict[str, dict[str, Any]] = {}
     for man in store.shard_manifests(eid):
-        for key, entry in (man.get("jacobian") or {}).items():
-            slot = out.setdefault(key, {"attrs": entry.get("attrs", {}), "shards": {}, "layers": set()})
-            slot["shards"][man["shard"]] = list(entry.get("layers", []))
-            slot["layers"].update(entry.get("layers", []))
+        for key, entry in man.jacobian.items():
+            slot = out.setdefault(key, {"attrs": dict(entry.attrs), "shards": {}, "layers": set()})
+            slot["shards"][man.shard] = list(entry.layers)
+            slot["layers"].update(entry.layers)
     for slot in out.values():
         slot["layers"] = sorted(slot["layers"])
     return out
@@ -51,7 +52,7 @@ def sketch_catalog(store: LakeStore, eid: str) -> dict[str, dict[str, Any]]:
 def resolve_sketch(store: LakeStore, eid: str, sketch: Any = None) -> str:
     """The sketch key to read: ``sketch`` = None (the only one), a key, or a :class:`JacobianSketch`."""
     cat = sketch_catalog(store, eid)
-    model = store.extraction(eid).get("model", {}).get("model")
+    model = store.extraction(eid).model_name
     if not cat:
         raise NotFoundError(f"extraction {eid} ({model}) holds no Jacobian sketches; ingest with "
                             "jacobian=layerlake.JacobianSketch(k=...) (CLI: --jacobian-k K)")
@@ -110,7 +111,9 @@ def sketched_tokens(store: LakeStore, dataset: str, eid: str, key: str, layer: i
         picked = pl.DataFrame({"row": rows.astype(np.int64), "sketch_index": np.arange(len(rows), dtype=np.int64)})
         parts.append(picked.join(frame, on="row", how="left").with_columns(pl.lit(sid).alias("shard")))
     allrows = pl.concat(parts, how="vertical")
-    first = allrows.group_by("doc_hash").agg(pl.col("shard").min().alias("first"))
+    serving = store.placement(eid).sketch_shards(key, layer)  # the placement rule (store.placement)
+    first = pl.DataFrame({"doc_hash": list(serving), "first": list(serving.values())},
+                         schema={"doc_hash": pl.String, "first": pl.String})
     out = (allrows.join(first, on="doc_hash").filter(pl.col("shard") == pl.col("first")).drop("first")
            .join(wanted, on="doc_hash", how="inner")
            .sort(["ordinal", "window", "position"]))

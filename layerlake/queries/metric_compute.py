@@ -257,8 +257,8 @@ def _layer_pair(ctx: _Context, units: list[Unit], done: Callable[[Unit, list[Row
 def _same_tokenizer(ctx: _Context, a: str, b: str) -> bool:
     if a == b:
         return True
-    ta = ctx.store.extraction(a).get("model", {}).get("tokenizer_hash")
-    tb = ctx.store.extraction(b).get("model", {}).get("tokenizer_hash")
+    ta = ctx.store.extraction(a).tokenizer_hash
+    tb = ctx.store.extraction(b).tokenizer_hash
     return ta is None or tb is None or ta == tb
 
 

@@ -305,18 +305,15 @@ def _extraction(store: LakeStore, eid: str, dataset: str, docs: list[str]) -> Ex
     man = store.extraction(eid)
     link = store.dataset_links(dataset).get(eid, {})
     aliases = store.aliases(eid)
-    label = link.get("model") or (aliases[0] if aliases else None) or man.get("model", {}).get("model") or eid
-    index = store.doc_index(eid)
-    have: dict[str, set[int]] = {}
-    for h, ls in zip(index.column("doc_hash").to_pylist(), index.column("layers").to_pylist()):
-        have.setdefault(h, set()).update(ls)
+    label = link.get("model") or (aliases[0] if aliases else None) or man.model_name or eid
+    have = store.placement(eid).layers_held
     missing = [h for h in docs if h not in have]
     if missing:
         raise NotFoundError(f"{len(missing)} of {len(docs)} document(s) of dataset {dataset!r} are not stored in "
                             f"extraction {eid} ({label}); ingest the dataset with that model first")
-    held = set.intersection(*(have[h] for h in docs)) if docs else set()
-    return Extraction(eid=eid, label=str(label), d_model=int(man.get("d_model") or 0),
-                      n_layers=int(man.get("n_layers") or max(held, default=0)), dtype=str(man.get("dtype", "float16")),
+    held = set.intersection(*(set(have[h]) for h in docs)) if docs else set()
+    return Extraction(eid=eid, label=str(label), d_model=man.d_model,
+                      n_layers=int(man.n_layers or max(held, default=0)), dtype=man.storage_dtype,
                       held=sorted(held))
 
 

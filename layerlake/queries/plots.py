@@ -58,7 +58,7 @@ def layer_counts(store: Any, frames: Iterable[pl.DataFrame]) -> dict[str, int]:
     for frame in frames:
         for eid in frame["extraction"].unique().to_list():
             if eid not in out:
-                out[eid] = int(store.extraction(eid).get("n_layers") or 1)
+                out[eid] = int(store.extraction(eid).n_layers or 1)
     return out
 
 

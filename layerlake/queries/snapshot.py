@@ -19,23 +19,44 @@ import polars as pl
 import pyarrow as pa
 
 from ..errors import NotFoundError
-from ..store import LakeStore, layout
+from ..store import ExtractionManifest, LakeStore, Placement, layout
 
 log = logging.getLogger(__name__)
 
 
-@dataclasses.dataclass(frozen=True)
-class ExtractionInfo:
-    """One extraction as queries see it."""
+@dataclasses.dataclass(frozen=True, eq=False)
+class ExtractionView:
+    """One extraction as queries see it: its manifest, aliases and what its committed shards hold."""
 
-    eid: str
-    model: str
+    manifest: ExtractionManifest
     aliases: tuple[str, ...]
-    d_model: int
-    dtype: str
-    layers: tuple[int, ...]
-    shards: tuple[str, ...]
-    shard_layers: dict[str, tuple[int, ...]]
+    placement: Placement
+
+    @property
+    def eid(self) -> str:
+        return self.manifest.extraction_id
+
+    @property
+    def model(self) -> str:
+        return self.manifest.model_name
+
+    @property
+    def d_model(self) -> int:
+        return self.manifest.d_model
+
+    @property
+    def dtype(self) -> str:
+        return self.manifest.storage_dtype
+
+    @functools.cached_property
+    def layers(self) -> tuple[int, ...]:
+        """Every hidden layer some committed shard holds."""
+        return tuple(sorted({l for ls in self.placement.layers_held.values() for l in ls}))
+
+    @functools.cached_property
+    def shards(self) -> tuple[str, ...]:
+        """The readable committed shards, by id."""
+        return tuple(sorted(set(self.placement.index.column("shard").to_pylist())))
 
 
 def state_key(store: LakeStore) -> tuple[Any, ...]:
@@ -72,21 +93,11 @@ class Snapshot:
     def __init__(self, store: LakeStore, key: tuple[Any, ...] | None = None) -> None:
         self.store = store
         self.key = key if key is not None else state_key(store)
-        self.extractions: dict[str, ExtractionInfo] = {}
-        self._doc_index: dict[str, pa.Table] = {}
+        self.extractions: dict[str, ExtractionView] = {}
         for eid in store.extraction_ids():
-            man = store.extraction(eid)
-            index = store.doc_index(eid)  # committed shards only, one consistent listing
-            shard_layers: dict[str, tuple[int, ...]] = {}
-            for sid, ls in zip(index.column("shard").to_pylist(), index.column("layers").to_pylist()):
-                shard_layers.setdefault(sid, tuple(int(l) for l in ls))
-            layers = tuple(sorted({l for ls in shard_layers.values() for l in ls}))
-            model = man.get("model", {}) or {}
-            self.extractions[eid] = ExtractionInfo(
-                eid=eid, model=str(model.get("model") or ""), aliases=tuple(store.aliases(eid)),
-                d_model=int(man.get("d_model") or 0), dtype=str(man.get("dtype") or "float16"),
-                layers=layers, shards=tuple(sorted(shard_layers)), shard_layers=shard_layers)
-            self._doc_index[eid] = index
+            # committed shards only, one consistent listing
+            self.extractions[eid] = ExtractionView(manifest=store.extraction(eid), aliases=tuple(store.aliases(eid)),
+                                                   placement=store.placement(eid))
         self.dataset_names: list[str] = [d[0] for d in self.key[1]]
         self._datasets: dict[str, pa.Table] = {}
 
@@ -100,7 +111,7 @@ class Snapshot:
         return self._datasets[name]
 
     def doc_index(self, eid: str) -> pa.Table:
-        return self._doc_index[eid]
+        return self.extractions[eid].placement.index
 
     def dims(self) -> list[int]:
         return sorted({e.d_model for e in self.extractions.values() if e.d_model})
@@ -111,7 +122,7 @@ class Snapshot:
         """Every committed window, one row per (extraction, shard, doc window)."""
         frames = []
         for eid in self.extractions:
-            t = self._doc_index[eid]
+            t = self.doc_index(eid)
             if t.num_rows == 0:
                 continue
             frames.append(pl.from_arrow(t.select(["doc_hash", "window", "char_offset", "n_tokens", "row_start",
@@ -124,36 +135,40 @@ class Snapshot:
                                         "layers": pl.List(pl.Int32), "extraction": pl.String})
         return pl.concat(frames, how="vertical_relaxed")
 
+    def _per_extraction(self, part: Any, schema: dict[str, Any]) -> pl.DataFrame:
+        frames = [pl.from_arrow(t).with_columns(pl.lit(eid).alias("extraction"))
+                  for eid, info in self.extractions.items() if (t := part(info.placement)).num_rows]
+        if not frames:
+            return pl.DataFrame(schema={"extraction": pl.String, **schema})
+        return pl.concat(frames, how="vertical_relaxed").select(["extraction", *schema])
+
     @functools.cached_property
     def token_placement(self) -> pl.DataFrame:
-        """(extraction, doc_hash) -> the shard whose tokens count: the first committed one holding the document.
-
-        The same rule as :meth:`LakeStore.locate` without a layer.
-        """
-        return (self.windows.group_by(["extraction", "doc_hash"])
-                .agg(pl.col("shard").min()))
+        """(extraction, doc_hash) -> the shard serving the document's tokens (:mod:`layerlake.store.placement`)."""
+        return self._per_extraction(
+            lambda p: _pairs(p.token_shards(), "shard", pa.string()),
+            {"doc_hash": pl.String, "shard": pl.String})
 
     @functools.cached_property
     def doc_layers(self) -> pl.DataFrame:
         """(extraction, doc_hash) -> every layer stored for the document, sorted."""
-        return (self.windows.explode("layers").group_by(["extraction", "doc_hash"])
-                .agg(pl.col("layers").drop_nulls().unique().sort().alias("layers")))
+        return self._per_extraction(
+            lambda p: _pairs({h: sorted(ls) for h, ls in p.layers_held.items()}, "layers", pa.list_(pa.int32())),
+            {"doc_hash": pl.String, "layers": pl.List(pl.Int32)})
 
     @functools.cached_property
     def vector_placement(self) -> pl.DataFrame:
-        """One row per (extraction, layer, doc window) in the shard that serves that layer.
+        """One row per (extraction, layer, doc window) in the shard serving that layer (:meth:`Placement.vector_rows`).
 
-        For each (extraction, layer, document) the first committed shard holding
-        the layer, as :meth:`LakeStore.locate` picks it. Columns: extraction,
-        layer, shard, doc_hash, window, row_start, n_tokens.
+        Columns: extraction, layer, shard, doc_hash, window, row_start, n_tokens.
         """
-        w = self.windows.explode("layers").rename({"layers": "layer"}).drop_nulls("layer")
-        chosen = w.group_by(["extraction", "layer", "doc_hash"]).agg(pl.col("shard").min())
-        return (w.join(chosen, on=["extraction", "layer", "doc_hash", "shard"], how="semi")
-                .select(["extraction", "layer", "shard", "doc_hash", "window", "row_start", "n_tokens"]))
+        return self._per_extraction(
+            lambda p: p.vector_rows(),
+            {"layer": pl.Int32, "shard": pl.String, "doc_hash": pl.String, "window": pl.Int32, "row_start": pl.Int64,
+             "n_tokens": pl.Int32})
 
     def superseded(self) -> pl.DataFrame:
-        """(extraction, shard, doc_hash) of windows whose tokens are served by an earlier shard."""
+        """(extraction, shard, doc_hash) of windows whose tokens are served by another shard."""
         w = self.windows.select(["extraction", "shard", "doc_hash"]).unique()
         return w.join(self.token_placement, on=["extraction", "doc_hash", "shard"], how="anti")
 
@@ -161,14 +176,18 @@ class Snapshot:
         """Bytes of the chunks of ``layer`` over the committed shards of ``eid`` (from commit manifests)."""
         total = 0
         prefix = layout.hidden_prefix(layer)
-        shards = self.extractions[eid].shard_layers
+        shards = set(self.extractions[eid].shards)
         for man in self.store.shard_manifests(eid):
-            if man["shard"] not in shards:
+            if man.shard not in shards:
                 continue
-            for rel, info in man.get("files", {}).items():
+            for rel, info in man.files.items():
                 if rel.startswith(prefix) and "/c/" in "/" + rel[len(prefix):]:
-                    total += int(info.get("size", 0))
+                    total += info.size
         return total
+
+
+def _pairs(by_doc: dict[str, Any], name: str, type_: pa.DataType) -> pa.Table:
+    return pa.table({"doc_hash": pa.array(list(by_doc), pa.string()), name: pa.array(list(by_doc.values()), type_)})
 
 
 def explode_rows(row_start: np.ndarray, n_tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -199,7 +199,7 @@ def tokens_sql(store: Any, snap: Snapshot, superseded: pl.DataFrame) -> str:
     """One multi-file Parquet scan per extraction over its committed shards' ``tokens.parquet``.
 
     The shard id is the file's folder name. Shards whose documents are all
-    served by an earlier shard are left out; the others lose only those documents.
+    served by another shard (store.placement) are left out; the others lose only those documents.
     """
     sup_counts = dict(superseded.group_by(["extraction", "shard"]).len().select(
         pl.concat_str(["extraction", "shard"], separator="/"), "len").iter_rows())

@@ -7,7 +7,6 @@ shards committed at the time of the call.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
 import io
 import logging
@@ -22,24 +21,15 @@ from . import layout
 from .fs import LakeFS
 from .hashing import json_hash
 from .layout import check_dataset_name
+from .manifests import ExtractionManifest, ShardManifest
+from .placement import Placement
 from .reader import ChunkReader
-from .shards import check_bytes, read_parquet
+from .shards import DOCS_SCHEMA, check_bytes, read_parquet
 
 log = logging.getLogger(__name__)
 
 FORMAT_NAME = "layerlake"
 FORMAT_VERSION = "1.0"
-
-
-@dataclasses.dataclass(frozen=True)
-class DocLocation:
-    """Where one document window lives: its shard and rows."""
-
-    doc_hash: str
-    window: int
-    shard: str
-    row_start: int
-    n_tokens: int
 
 
 class LakeStore:
@@ -50,7 +40,8 @@ class LakeStore:
             raise SpecError(f"mode={mode!r} must be 'r' (read-only), 'a' (open or create) or 'w'")
         self.fs = LakeFS(url, read_only=(mode == "r"), storage_options=storage_options)
         self.mode = mode
-        self._doc_cache: dict[str, tuple[tuple[str, ...], pa.Table]] = {}
+        self._doc_cache: dict[str, tuple[tuple[str, ...], pa.Table, Placement]] = {}
+        self._manifests: dict[tuple[str, str], ShardManifest] = {}  # commit markers never change once written
         self._damaged: dict[str, dict[str, str]] = {}
         self._checked: set[tuple[str, str, str]] = set()
         self.reader = ChunkReader(self.fs)  # every array read of this handle goes through it (counted)
@@ -94,7 +85,7 @@ class LakeStore:
     def extraction_ids(self) -> list[str]:
         return [e for e in self.fs.listdir(layout.EXTRACTIONS) if self.fs.exists(*layout.extraction_meta(e))]
 
-    def extraction(self, eid: str) -> dict[str, Any]:
+    def extraction(self, eid: str) -> ExtractionManifest:
         if not self.fs.exists(*layout.extraction_meta(eid)):
             if self.commit_ids(eid):
                 raise IntegrityError(
@@ -102,14 +93,16 @@ class LakeStore:
                     "committed shards; run `layerlake verify`, then re-run the ingest that created it to rewrite it"
                 )
             raise NotFoundError(f"no extraction {eid!r} in lake {self.fs.url}; known: {self.extraction_ids()}")
-        return self.fs.read_json(*layout.extraction_meta(eid))
+        return ExtractionManifest.from_json(self.fs.read_json(*layout.extraction_meta(eid)),
+                                            source=self.fs.url_of(*layout.extraction_meta(eid)))
 
-    def create_extraction(self, eid: str, manifest: dict[str, Any]) -> None:
-        """Write ``extraction.json`` once (immutable afterwards)."""
+    def create_extraction(self, eid: str, fields: dict[str, Any]) -> None:
+        """Write ``extraction.json`` once (immutable afterwards); ``fields`` are checked as an :class:`ExtractionManifest`."""
         if self.fs.exists(*layout.extraction_meta(eid)):
             return
-        self.fs.write_json_atomic({**manifest, "extraction_id": eid, "created": _now()},
-                                  *layout.extraction_meta(eid))
+        manifest = ExtractionManifest.from_json({**fields, "extraction_id": eid, "created": _now()},
+                                                source=self.fs.url_of(*layout.extraction_meta(eid)))
+        self.fs.write_json_atomic(manifest.to_json(), *layout.extraction_meta(eid))
 
     def add_alias(self, eid: str, model_ref: str) -> None:
         """Record a model id/path as given by a user, so queries can say ``model=...``."""
@@ -127,9 +120,20 @@ class LakeStore:
     def commit_ids(self, eid: str) -> list[str]:
         return layout.commit_ids(self.fs.listdir(*layout.commits_dir(eid)))
 
-    def shard_manifests(self, eid: str) -> list[dict[str, Any]]:
-        """Commit manifests of the committed shards, oldest first."""
-        return [self.fs.read_json(*layout.commit_marker(eid, sid)) for sid in self.commit_ids(eid)]
+    def shard_manifests(self, eid: str) -> list[ShardManifest]:
+        """Commit manifests of the committed shards, by shard id."""
+        return [self._read_manifest(eid, sid) for sid in sorted(self.commit_ids(eid))]
+
+    def _read_manifest(self, eid: str, sid: str) -> ShardManifest:
+        key = (eid, sid)
+        if key not in self._manifests:
+            where = self.fs.url_of(*layout.commit_marker(eid, sid))
+            man = ShardManifest.from_json(self.fs.read_json(*layout.commit_marker(eid, sid)), source=where)
+            if man.shard != sid or man.extraction != eid:
+                raise IntegrityError(f"{where}: commit marker names shard {man.shard} of extraction {man.extraction}, "
+                                     f"not shard {sid} of {eid}; run `layerlake verify`")
+            self._manifests[key] = man
+        return self._manifests[key]
 
     def doc_index(self, eid: str) -> pa.Table:
         """One row per (shard, document window) over all committed shards.
@@ -137,17 +141,25 @@ class LakeStore:
         Columns: docs.parquet's plus ``shard`` (id) and ``layers`` (list of the
         hidden layers that shard holds).
         """
-        sids = tuple(self.commit_ids(eid))
+        return self._catalog(eid)[1]
+
+    def placement(self, eid: str) -> Placement:
+        """What the committed shards of ``eid`` hold and which shard serves what (see :mod:`.placement`)."""
+        return self._catalog(eid)[2]
+
+    def _catalog(self, eid: str) -> tuple[tuple[str, ...], pa.Table, Placement]:
+        sids = tuple(sorted(self.commit_ids(eid)))
         cached = self._doc_cache.get(eid)
         if cached and cached[0] == sids:
-            return cached[1]
+            return cached
         tables = []
+        manifests = []
         damaged: dict[str, str] = {}
         for sid in sids:
             try:
-                man = self.fs.read_json(*layout.commit_marker(eid, sid))
+                man = self._read_manifest(eid, sid)
                 t = read_parquet(self.fs, *layout.shard_file(eid, sid, layout.DOCS_FILE),
-                                 expect=man.get("files", {}).get(layout.DOCS_FILE))
+                                 expect=man.files.get(layout.DOCS_FILE))
             except IntegrityError as exc:
                 # a damaged shard hides its documents: reads that need them fail naming it (see damaged_shards),
                 # the rest of the extraction stays readable, and a re-run ingest recomputes them
@@ -155,26 +167,26 @@ class LakeStore:
                 damaged[sid] = str(exc)
                 continue
             t = t.append_column("shard", pa.array([sid] * t.num_rows, pa.string()))
-            t = t.append_column("layers", pa.array([man["layers"]] * t.num_rows, pa.list_(pa.int32())))
+            t = t.append_column("layers", pa.array([list(man.layers)] * t.num_rows, pa.list_(pa.int32())))
             tables.append(t)
+            manifests.append(man)
         if tables:
             table = pa.concat_tables(tables)
         else:
-            from .shards import DOCS_SCHEMA
             table = DOCS_SCHEMA.empty_table().append_column("shard", pa.array([], pa.string())).append_column(
                 "layers", pa.array([], pa.list_(pa.int32())))
-        self._doc_cache[eid] = (sids, table)
+        self._doc_cache[eid] = entry = (sids, table, Placement.build(table, manifests))
         self._damaged[eid] = damaged
-        return table
+        return entry
 
-    def shard_manifest(self, eid: str, sid: str) -> dict[str, Any]:
+    def shard_manifest(self, eid: str, sid: str) -> ShardManifest:
         """The commit marker of one shard; a missing marker means the shard is not committed."""
         if not self.fs.exists(*layout.commit_marker(eid, sid)):
             raise NotFoundError(f"shard {sid} of extraction {eid} is not committed (no commit marker)")
-        return self.fs.read_json(*layout.commit_marker(eid, sid))
+        return self._read_manifest(eid, sid)
 
     def shard_layers(self, eid: str, sid: str) -> list[int]:
-        return list(self.shard_manifest(eid, sid).get("layers", []))
+        return list(self.shard_manifest(eid, sid).layers)
 
     def checked_url(self, eid: str, sid: str, name: str) -> str:
         """URL of a committed shard's Parquet file after checking it against its commit marker.
@@ -187,7 +199,7 @@ class LakeStore:
         """
         key = (eid, sid, name)
         if key not in self._checked:
-            expect = self.shard_manifest(eid, sid).get("files", {}).get(name)
+            expect = self.shard_manifest(eid, sid).files.get(name)
             if expect is None:
                 raise IntegrityError(f"the commit marker of shard {sid} (extraction {eid}) does not list {name}")
             url = self.fs.url_of(*layout.shard_file(eid, sid, name))
@@ -209,17 +221,9 @@ class LakeStore:
 
     def covered_docs(self, eid: str, layers: Iterable[int] | None = None) -> set[str]:
         """Documents that committed shards hold (with every layer in ``layers``, if given)."""
-        index = self.doc_index(eid)
-        if index.num_rows == 0:
-            return set()
-        hashes = index.column("doc_hash").to_pylist()
-        if layers is None:
-            return set(hashes)
-        want = set(layers)
-        have: dict[str, set[int]] = {}
-        for h, ls in zip(hashes, index.column("layers").to_pylist()):
-            have.setdefault(h, set()).update(ls)
-        return {h for h, ls in have.items() if want <= ls}
+        held = self.placement(eid).layers_held
+        want = set(layers or ())
+        return {h for h, ls in held.items() if want <= ls}
 
     # -- datasets --------------------------------------------------------------------------
     def dataset_names(self) -> list[str]:
@@ -303,27 +307,13 @@ class LakeStore:
         raise SpecError(f"model {model!r} matches several extractions of {what} ({matches}); pass an extraction id")
 
     def locate(self, eid: str, doc_hashes: list[str], layer: int | None = None) -> pa.Table:
-        """Rows of ``doc_index`` for ``doc_hashes`` (in that order, windows in order).
+        """Rows of ``doc_index`` serving ``doc_hashes`` (in that order, windows in order).
 
-        With ``layer``, only shards holding that layer are considered. Each
-        document comes from one shard (the first committed one that holds it).
+        With ``layer``, the shard serving that layer of each document, else the
+        one serving its tokens: the smallest-id committed shard holding it
+        (:mod:`.placement`). Documents not held are left out.
         """
-        index = self.doc_index(eid)
-        if layer is not None and index.num_rows:
-            has = pa.array([layer in ls for ls in index.column("layers").to_pylist()])
-            index = index.filter(has)
-        order = {h: i for i, h in enumerate(doc_hashes)}
-        idx_hash = index.column("doc_hash").to_pylist()
-        shards = index.column("shard").to_pylist()
-        chosen: dict[str, str] = {}
-        for h, s in zip(idx_hash, shards):
-            if h in order and (h not in chosen or s < chosen[h]):
-                chosen[h] = s
-        keep = [i for i, (h, s) in enumerate(zip(idx_hash, shards)) if chosen.get(h) == s]
-        sub = index.take(pa.array(keep, pa.int64()))
-        sub = sub.append_column("_order", pa.array([order[h] for h in sub.column("doc_hash").to_pylist()], pa.int64()))
-        sub = sub.sort_by([("_order", "ascending"), ("window", "ascending")])
-        return sub
+        return self.placement(eid).locate(doc_hashes, layer)
 
 
 def _now() -> str:

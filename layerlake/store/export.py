@@ -132,32 +132,32 @@ def _write_export(store: LakeStore, target: LakeStore, dataset: str, eids: list[
             for name in src.listdir(*layout.aliases_dir(eid)):
                 rel = layout.rel((*layout.aliases_dir(eid), name))
                 known[rel] = copy_file(src, rel, dst)
-            manifests = {m["shard"]: m for m in store.shard_manifests(eid)}
+            manifests = {m.shard: m for m in store.shard_manifests(eid)}
             lays: set[int] = set()
             jac_keys: set[str] = set()
             ext_bytes = 0
             for pick in plans[eid]:
                 man = manifests[pick.shard]
                 if pick.whole:
-                    for rel_in_shard, info in sorted(man["files"].items()):
+                    for rel_in_shard, info in sorted(man.files.items()):
                         rel = layout.rel(layout.shard_file(eid, pick.shard, rel_in_shard))
-                        known[rel] = copy_file(src, rel, dst, size=info["size"])
+                        known[rel] = copy_file(src, rel, dst, size=info.size)
                     rel = layout.rel(layout.commit_marker(eid, pick.shard))
                     known[rel] = copy_file(src, rel, dst)
                     new_man = man
                     copied += 1
                 else:
-                    jac_layers = None if layer_list is None and set(pick.layers) == set(man["layers"]) else pick.layers
+                    jac_layers = None if layer_list is None and set(pick.layers) == set(man.layers) else pick.layers
                     data = read_subset(src, eid, man, pick.docs, pick.layers,
                                        jacobian_layers=jac_layers if vectors else ())
                     new_man = write_shard(dst, eid, data, shard_id=pick.subset_id())
-                    dst.rm(*layout.shard_file(eid, new_man["shard"], WRITER_FILE))  # not shard data
+                    dst.rm(*layout.shard_file(eid, new_man.shard, WRITER_FILE))  # not shard data
                     rewritten += 1
-                lays.update(new_man["layers"])
-                jac_keys.update(new_man.get("jacobian") or {})
-                ext_bytes += new_man["bytes"]
+                lays.update(new_man.layers)
+                jac_keys.update(new_man.jacobian)
+                ext_bytes += new_man.bytes
                 tr.advance(1)
-                tr.add_bytes(new_man["bytes"])
+                tr.add_bytes(new_man.bytes)
             exported_layers[eid] = sorted(lays)
             ext_info[eid] = {"bytes": ext_bytes, "shards": len(plans[eid]), "jacobian": sorted(jac_keys)}
         rel = layout.rel(layout.dataset_docs(dataset))
@@ -215,8 +215,8 @@ def dataset_card(store: LakeStore, target: LakeStore, dataset: str, eids: list[s
     ]
     for eid in eids:
         man = store.extraction(eid)
-        model = man.get("model", {})
-        capture = man.get("capture", {})
+        model = man.model
+        capture = man.capture or {}
         aliases = store.aliases(eid)
         lines += [
             f"### `{eid}`: {', '.join(aliases) or model.get('model')}", "",
@@ -231,7 +231,7 @@ def dataset_card(store: LakeStore, target: LakeStore, dataset: str, eids: list[s
             f"| model dtype / attention | {model.get('model_dtype')} / {model.get('attn_implementation')} |",
             "| capture spec | " + ", ".join(f"{k}={capture[k]}" for k in sorted(capture)) + " |",
             f"| layers (0 = embeddings) | {_fmt_layers(layers[eid]) if vectors else 'none (tokens only)'} |",
-            f"| n_layers / d_model / storage dtype | {man.get('n_layers')} / {man.get('d_model')} / {man.get('dtype')} |",
+            f"| n_layers / d_model / storage dtype | {man.n_layers} / {man.d_model} / {man.dtype} |",
             f"| Jacobian sketches | {', '.join(info[eid]['jacobian']) or 'none'} |",
             f"| shards / bytes | {info[eid]['shards']} / {info[eid]['bytes']:,} |",
             "",

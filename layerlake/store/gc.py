@@ -233,11 +233,7 @@ def _listing(store: LakeStore) -> dict[str, tuple[int, float | None]]:
 
 
 def _docs_per_shard(store: LakeStore, eid: str) -> dict[str, set[str]]:
-    index = store.doc_index(eid)
-    out: dict[str, set[str]] = {}
-    for h, sid in zip(index.column("doc_hash").to_pylist(), index.column("shard").to_pylist()):
-        out.setdefault(sid, set()).add(h)
-    return out
+    return {sid: set(docs) for sid, docs in store.placement(eid).shard_docs.items()}
 
 
 def _metric_entry_extractions(store: LakeStore, rel: str) -> set[str]:

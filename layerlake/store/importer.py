@@ -41,8 +41,9 @@ from .catalog import FORMAT_NAME, FORMAT_VERSION, LakeStore
 from .export import EXPORT_FORMAT, EXPORT_VERSION
 from .fs import LakeFS
 from .hashing import doc_hash, extraction_id, json_hash
-from .layout import (DATASET_NAME_RE, DOCS_FILE, EXPORT_MANIFEST, JACOBIAN_KEY_RE, LAKE_META, SHARD_ID_RE,
+from .layout import (DATASET_NAME_RE, DOCS_FILE, EXPORT_MANIFEST, LAKE_META, SHARD_ID_RE,
                      TOKENS_FILE, check_name, parse_file, safe_relpath)
+from .manifests import ExtractionManifest, ShardManifest
 from .safety import check_zarr_metadata
 from .shards import DOCS_SCHEMA, TOKENS_SCHEMA, claim_shard_folder, commit_shard, write_shard
 from .subset import read_subset
@@ -62,8 +63,8 @@ class FileEntry:
 
 @dataclasses.dataclass
 class SourceExtraction:
-    meta: dict[str, Any]
-    shards: dict[str, dict[str, Any]]          # sid -> commit manifest
+    meta: ExtractionManifest
+    shards: dict[str, ShardManifest]           # sid -> commit manifest
     shard_docs: dict[str, list[str]]           # sid -> doc hashes (docs.parquet)
     aliases: list[str]                         # relative paths of alias files
 
@@ -253,12 +254,11 @@ def _check_structure(ve: VerifiedExport) -> None:
         rel = layout.rel(layout.extraction_meta(eid))
         if rel not in ve.files:
             raise IntegrityError(f"{fs.url_of(rel)}: missing for extraction {eid}")
-        meta = _parse_json(ve.read(rel), fs.url_of(rel))
-        try:
-            expected = extraction_id(meta["model"]["fingerprint"], meta["capture"])
-        except (KeyError, TypeError):
-            raise IntegrityError(f"{fs.url_of(rel)}: needs model.fingerprint and capture") from None
-        if expected != eid or meta.get("extraction_id", eid) != eid:
+        meta = ExtractionManifest.from_json(_parse_json(ve.read(rel), fs.url_of(rel)), source=fs.url_of(rel))
+        if not isinstance(meta.fingerprint, str) or meta.capture is None:
+            raise IntegrityError(f"{fs.url_of(rel)}: needs model.fingerprint and capture")
+        expected = extraction_id(meta.fingerprint, dict(meta.capture))
+        if expected != eid or meta.extraction_id != eid:
             raise IntegrityError(f"{fs.url_of(rel)}: extraction id {eid} does not match its model fingerprint and "
                                  f"capture spec (expected {expected}); refusing the import")
         aliases = sorted(r for r in ve.files if r.startswith(layout.rel(layout.aliases_dir(eid)) + "/"))
@@ -270,8 +270,8 @@ def _check_structure(ve: VerifiedExport) -> None:
         for (e, sid), crel in sorted(commits.items()):
             if e != eid:
                 continue
-            ext.shards[sid] = man = _parse_json(ve.read(crel), fs.url_of(crel))
-            _check_commit(ve, eid, sid, man, per_shard.get((eid, sid), {}), crel)
+            ext.shards[sid] = man = _check_commit(ve, eid, sid, _parse_json(ve.read(crel), fs.url_of(crel)),
+                                                  per_shard.get((eid, sid), {}), crel)
             docs = _parquet(ve, layout.rel(layout.shard_file(eid, sid, DOCS_FILE)))
             if not set(DOCS_SCHEMA.names) <= set(docs.column_names):
                 raise IntegrityError(f"{fs.url_of(*layout.shard_file(eid, sid, DOCS_FILE))}: columns "
@@ -282,7 +282,7 @@ def _check_structure(ve: VerifiedExport) -> None:
                 tmeta = pq.read_metadata(io.BytesIO(ve.read(trel)))
             except (pa.ArrowException, OSError) as exc:
                 raise IntegrityError(f"{fs.url_of(trel)}: not a readable Parquet file ({exc})") from None
-            if not set(TOKENS_SCHEMA.names) <= set(tmeta.schema.names) or tmeta.num_rows != man.get("n_rows"):
+            if not set(TOKENS_SCHEMA.names) <= set(tmeta.schema.names) or tmeta.num_rows != man.n_rows:
                 raise IntegrityError(f"{fs.url_of(trel)}: columns/rows do not match the commit marker")
         ve.extractions[eid] = ext
     datasets = {f.dataset for f in map(parse_file, ve.files) if f and f.dataset}
@@ -310,33 +310,30 @@ def _check_structure(ve: VerifiedExport) -> None:
         ve.datasets[name] = SourceDataset(table=table, links=links)
 
 
-def _check_commit(ve: VerifiedExport, eid: str, sid: str, man: Any, on_disk: dict[str, int], rel: str) -> None:
+def _check_commit(ve: VerifiedExport, eid: str, sid: str, raw: Any, on_disk: dict[str, int],
+                  rel: str) -> ShardManifest:
     fs = ve.src
     where = fs.url_of(rel)
     check_name(sid, SHARD_ID_RE, "shard id", where=where)
-    if not isinstance(man, dict) or man.get("shard") != sid or man.get("extraction") != eid:
+    man = ShardManifest.from_json(raw, source=where)  # types, counts, names, Jacobian keys
+    if man.shard != sid or man.extraction != eid:
         raise IntegrityError(f"{where}: commit marker does not name shard {sid} of extraction {eid}")
-    files = man.get("files")
-    if not isinstance(files, dict) or set(files) != set(on_disk):
-        listed = set(files) if isinstance(files, dict) else set()
-        diff = sorted(listed ^ set(on_disk))[:3]
+    files = man.files
+    if set(files) != set(on_disk):
+        diff = sorted(set(files) ^ set(on_disk))[:3]
         raise IntegrityError(f"{where}: commit marker and {EXPORT_MANIFEST} list different files for shard {sid} "
                              f"(e.g. {diff})")
-    layers = man.get("layers")
-    if not isinstance(layers, list) or not all(isinstance(l, int) and l >= 0 for l in layers):
-        raise IntegrityError(f"{where}: layers must be a list of non-negative integers")
     if not {DOCS_FILE, TOKENS_FILE} <= set(files):
         raise IntegrityError(f"{where}: shard {sid} lacks {DOCS_FILE} or {TOKENS_FILE}")
     for inner, info in files.items():
-        if not isinstance(info, dict) or info.get("size") != on_disk[inner]:
+        if info.size != on_disk[inner]:
             raise IntegrityError(f"{fs.url_of(*layout.shard_file(eid, sid, inner))}: size does not match the "
                                  "commit marker")
-        if "crc32c" in info:
-            if crc32c.crc32c(ve.read(layout.rel(layout.shard_file(eid, sid, inner)))) != info["crc32c"]:
+        if info.crc32c is not None:
+            if crc32c.crc32c(ve.read(layout.rel(layout.shard_file(eid, sid, inner)))) != info.crc32c:
                 raise IntegrityError(f"{fs.url_of(*layout.shard_file(eid, sid, inner))}: crc32c does not match "
                                      "the commit marker")
-    for key in man.get("jacobian") or {}:
-        check_name(key, JACOBIAN_KEY_RE, "Jacobian key", where=where)
+    return man
 
 
 # -- phase 2: merge -------------------------------------------------------------------------------
@@ -396,7 +393,7 @@ def _merge(target: LakeStore, ve: VerifiedExport) -> ImportReport:
     report = ImportReport(source=ve.url, target=fs.url, files_verified=len(ve.files), bytes_verified=ve.bytes,
                           extractions_new=[], extractions_existing=[], shards_copied=0, shards_rewritten=0,
                           shards_skipped=0, bytes_written=0, datasets={})
-    pending: list[tuple[str, dict[str, Any]]] = []
+    pending: list[tuple[str, ShardManifest]] = []
     staging = tempfile.mkdtemp(prefix="layerlake-import-")
     for top in (layout.EXTRACTIONS, layout.DATASETS):
         if not fs.exists(top):
@@ -405,8 +402,7 @@ def _merge(target: LakeStore, ve: VerifiedExport) -> ImportReport:
         for eid, ext in sorted(ve.extractions.items()):
             if fs.exists(*layout.extraction_meta(eid)):
                 mine = target.extraction(eid)
-                if (mine.get("model", {}).get("fingerprint") != ext.meta["model"]["fingerprint"]
-                        or mine.get("capture") != ext.meta["capture"]):
+                if mine.fingerprint != ext.meta.fingerprint or mine.capture != ext.meta.capture:
                     raise IntegrityError(f"{fs.url_of(*layout.extraction_meta(eid))}: extraction {eid} in the "
                                          "target has a different model fingerprint or capture spec than the export")
                 report.extractions_existing.append(eid)
@@ -427,7 +423,7 @@ def _merge(target: LakeStore, ve: VerifiedExport) -> ImportReport:
                     undo.created(*a.split("/"))
                     fs.write_bytes_atomic(ve.read(a), *a.split("/"))
         for eid, man in pending:
-            undo.created(*layout.commit_marker(eid, man["shard"]))
+            undo.created(*layout.commit_marker(eid, man.shard))
             commit_shard(fs, eid, man)
         for name, ds in sorted(ve.datasets.items()):
             report.datasets[name] = _merge_dataset(target, ve, name, ds, undo)
@@ -441,21 +437,20 @@ def _merge(target: LakeStore, ve: VerifiedExport) -> ImportReport:
 
 
 def _merge_shards(target: LakeStore, ve: VerifiedExport, eid: str, ext: SourceExtraction, undo: _Undo,
-                  report: ImportReport, staging: str) -> list[tuple[str, dict[str, Any]]]:
+                  report: ImportReport, staging: str) -> list[tuple[str, ShardManifest]]:
     fs = target.fs
     have: dict[str, set[int]] = {}
     docs_have: set[str] = set()
     existing_sids: set[str] = set()
     if fs.exists(*layout.extraction_dir(eid)):
-        index = target.doc_index(eid)
-        for h, ls in zip(index.column("doc_hash").to_pylist(), index.column("layers").to_pylist()):
-            have.setdefault(h, set()).update(ls)
-            docs_have.add(h)
+        have = {h: set(ls) for h, ls in target.placement(eid).layers_held.items()}
+        docs_have = set(have)
         existing_sids = set(fs.listdir(*layout.shards_dir(eid))) | set(target.commit_ids(eid))
-    pending: list[tuple[str, dict[str, Any]]] = []
+    pending: list[tuple[str, ShardManifest]] = []
+    # source shards in placement order, so each pair the target lacks comes from the shard serving it in the export
     for sid in sorted(ext.shards):
         man = ext.shards[sid]
-        shard_layers = set(man["layers"])
+        shard_layers = set(man.layers)
         missing: dict[str, set[int] | None] = {}
         for h in ext.shard_docs[sid]:
             if shard_layers:
@@ -475,7 +470,7 @@ def _merge_shards(target: LakeStore, ve: VerifiedExport, eid: str, ext: SourceEx
             undo.created(*layout.shard_dir(eid, new_sid))
             # this process writes the folder until its marker lands (an ingest may remove it if we die)
             claim_shard_folder(fs, eid, new_sid)
-            for inner in sorted(man["files"]):
+            for inner in sorted(man.files):
                 rel = layout.rel(layout.shard_file(eid, sid, inner))
                 dst_rel = layout.rel(layout.shard_file(eid, new_sid, inner))
                 entry = ve.files[rel]
@@ -483,14 +478,14 @@ def _merge_shards(target: LakeStore, ve: VerifiedExport, eid: str, ext: SourceEx
                     fs.write_bytes(ve.cache[rel], dst_rel)
                 else:
                     copy_file(ve.src, rel, fs, dst_rel, size=entry.size, sha256=entry.sha256)
-            new_man = dict(man, shard=new_sid) if new_sid != sid else man
+            new_man = dataclasses.replace(man, shard=new_sid) if new_sid != sid else man
             pending.append((eid, new_man))
             existing_sids.add(new_sid)
             report.shards_copied += 1
-            report.bytes_written += int(man.get("bytes", 0))
+            report.bytes_written += man.bytes
         else:
             local = LakeFS(staging)
-            for inner in sorted(man["files"]):
+            for inner in sorted(man.files):
                 rel = layout.rel(layout.shard_file(eid, sid, inner))
                 entry = ve.files[rel]
                 copy_file(ve.src, rel, local, size=entry.size, sha256=entry.sha256)
@@ -505,7 +500,7 @@ def _merge_shards(target: LakeStore, ve: VerifiedExport, eid: str, ext: SourceEx
                 pending.append((eid, new_man))
                 existing_sids.add(new_sid)
                 report.shards_rewritten += 1
-                report.bytes_written += int(new_man["bytes"])
+                report.bytes_written += new_man.bytes
             local.rm(layout.EXTRACTIONS)
         for h, lacking in missing.items():
             have.setdefault(h, set()).update(lacking or ())

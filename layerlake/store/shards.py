@@ -29,6 +29,7 @@ from . import layout
 from .arrays import chunk_rows, write_array
 from .fs import LakeFS, canonical_json
 from .layout import WRITER_FILE
+from .manifests import ShardFile, ShardManifest
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ class ShardData:
 
 
 def write_shard(lake: LakeFS, eid: str, shard: ShardData, *, shard_id: str | None = None,
-                commit: bool = True) -> dict[str, Any]:
+                commit: bool = True) -> ShardManifest:
     """Write and commit one shard; returns its commit manifest.
 
     The same as :func:`write_shard_data` followed by :func:`commit_shard`; a
@@ -90,7 +91,7 @@ def write_shard(lake: LakeFS, eid: str, shard: ShardData, *, shard_id: str | Non
     try:
         commit_shard(lake, eid, manifest)
     except BaseException:
-        abandon_shard(lake, eid, manifest["shard"])
+        abandon_shard(lake, eid, manifest.shard)
         raise
     return manifest
 
@@ -110,7 +111,7 @@ def abandon_shard(lake: LakeFS, eid: str, sid: str) -> None:
     _remove_partial(lake, layout.shard_dir(eid, sid))
 
 
-def write_shard_data(lake: LakeFS, eid: str, shard: ShardData, *, shard_id: str | None = None) -> dict[str, Any]:
+def write_shard_data(lake: LakeFS, eid: str, shard: ShardData, *, shard_id: str | None = None) -> ShardManifest:
     """Write one shard's files (not yet visible) and return the manifest that commits it.
 
     Used directly by executors whose workers write data while a driver commits
@@ -212,7 +213,7 @@ class ShardBuilder:
                 self._store(layer, n)
 
     def finish(self, docs: pa.Table, tokens: pa.Table, *, jacobian: dict[str, dict[str, Any]] | None = None,
-               info: dict[str, Any] | None = None) -> dict[str, Any]:
+               info: dict[str, Any] | None = None) -> ShardManifest:
         """Write what is left and the tables; return the manifest that commits the shard (not written)."""
         jacobian = jacobian or {}
         self._flush_hidden()
@@ -242,7 +243,7 @@ class ShardBuilder:
             if rel.endswith("zarr.json") and "crc32c" not in files[rel]:
                 # array metadata is small and a flipped digit there (a shape, a dtype) would misread every chunk
                 files[rel]["crc32c"] = crc32c.crc32c(lake.read_bytes(*base, rel))
-        return {
+        return ShardManifest.from_json({
             "format": SHARD_FORMAT,
             "shard": self.sid,
             "extraction": self.eid,
@@ -258,7 +259,7 @@ class ShardBuilder:
             "bytes": int(sum(f["size"] for f in files.values())),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "writer": {"host": socket.gethostname(), "pid": os.getpid(), **(info or {})},
-        }
+        }, source=lake.url_of(*layout.commit_marker(self.eid, self.sid)))
 
     def abandon(self) -> None:
         """Remove what was written (the shard was never committed)."""
@@ -267,25 +268,25 @@ class ShardBuilder:
         _remove_partial(self.lake, self.base)
 
 
-def commit_shard(lake: LakeFS, eid: str, manifest: dict[str, Any], *, check_files: bool = False) -> None:
+def commit_shard(lake: LakeFS, eid: str, manifest: ShardManifest, *, check_files: bool = False) -> None:
     """Make a written shard visible: write its commit marker (one atomic write, the last one).
 
     With ``check_files``, first check that every file the manifest lists is
     visible here with its size (a driver committing what a worker on another
     machine wrote: catches a lake path that is not shared between machines).
     """
-    sid = manifest["shard"]
+    sid = manifest.shard
     if check_files:
         on_disk = lake.walk_files(*layout.shard_dir(eid, sid))
-        bad = [rel for rel, info in manifest["files"].items() if on_disk.get(rel) != info["size"]]
+        bad = [rel for rel, info in manifest.files.items() if on_disk.get(rel) != info.size]
         if bad:
-            host = manifest.get("writer", {}).get("host", "?")
+            host = manifest.writer.get("host", "?")
             raise IntegrityError(
                 f"shard {sid} written on host {host} is not visible from here: {len(bad)} file(s) missing or of "
                 f"another size under {lake.url_of(*layout.shard_dir(eid, sid))} (e.g. {bad[0]}); the lake must "
                 "be on a file system shared by every worker (NFS, ...) or on an object store"
             )
-    lake.write_json_atomic(manifest, *layout.commit_marker(eid, sid))
+    lake.write_json_atomic(manifest.to_json(), *layout.commit_marker(eid, sid))
 
 
 def writer_record() -> dict[str, Any]:
@@ -377,7 +378,7 @@ def _parquet_bytes(table: pa.Table) -> bytes:
 
 
 def read_parquet(lake: LakeFS, *parts: str, columns: list[str] | None = None,
-                 expect: dict[str, Any] | None = None) -> pa.Table:
+                 expect: ShardFile | None = None) -> pa.Table:
     """Read a Parquet file of the lake; damage raises :class:`IntegrityError` naming the file.
 
     ``expect`` is the file's entry in a commit marker (``size``, ``crc32c``):
@@ -403,11 +404,11 @@ def read_parquet(lake: LakeFS, *parts: str, columns: list[str] | None = None,
                              "run `layerlake verify`") from None
 
 
-def check_bytes(data: bytes, expect: dict[str, Any]) -> str | None:
+def check_bytes(data: bytes, expect: ShardFile) -> str | None:
     """What is wrong with ``data`` against a commit-marker entry (size, crc32c), or None."""
-    if "size" in expect and len(data) != expect["size"]:
-        return f"size {len(data)} != {expect['size']} in its commit marker (truncated or overwritten)"
-    if "crc32c" in expect and crc32c.crc32c(data) != expect["crc32c"]:
+    if len(data) != expect.size:
+        return f"size {len(data)} != {expect.size} in its commit marker (truncated or overwritten)"
+    if expect.crc32c is not None and crc32c.crc32c(data) != expect.crc32c:
         return "crc32c checksum differs from its commit marker (bytes changed)"
     return None
 

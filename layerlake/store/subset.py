@@ -2,8 +2,8 @@
 
 Export and import both need "these documents with these layers, each pair
 once". :func:`plan_picks` chooses, for every wanted pair, the shard readers
-would use (the first committed shard holding it, as :meth:`LakeStore.locate`
-does) and groups the choices per shard; :func:`read_subset` reads one such
+use (:mod:`.placement`: the smallest-id committed shard holding it) and groups
+the choices per shard; :func:`read_subset` reads one such
 group back as a :class:`ShardData` (rows renumbered, arrays in their physical
 dtype so values stay bit-identical) ready for :func:`write_shard`.
 """
@@ -24,6 +24,7 @@ from .arrays import merge_ranges, open_group
 from .catalog import LakeStore
 from .fs import LakeFS
 from .hashing import json_hash
+from .manifests import ShardManifest
 from .safety import check_array
 from .shards import ShardData, read_parquet
 
@@ -60,21 +61,14 @@ def plan_picks(store: LakeStore, eid: str, doc_hashes: Sequence[str], layers: Se
     ``vectors=False`` only tokens and losses are taken (one shard per document).
     Raises :class:`NotFoundError` if a document or (document, layer) is not stored.
     """
-    index = store.doc_index(eid)
-    manifests = {m["shard"]: m for m in store.shard_manifests(eid)}
+    placement = store.placement(eid)
+    manifests = {m.shard: m for m in store.shard_manifests(eid)}
     wanted = list(dict.fromkeys(doc_hashes))
-    tokens_from: dict[str, str] = {}
-    layer_from: dict[str, dict[int, str]] = {}
-    shard_docs: dict[str, set[str]] = {}
-    for h, sid, ls in zip(index.column("doc_hash").to_pylist(), index.column("shard").to_pylist(),
-                          index.column("layers").to_pylist()):
-        shard_docs.setdefault(sid, set()).add(h)
-        if h not in tokens_from or sid < tokens_from[h]:
-            tokens_from[h] = sid
-        per = layer_from.setdefault(h, {})
-        for layer in ls:
-            if layer not in per or sid < per[layer]:
-                per[layer] = sid
+    tokens_from = placement.token_shards()
+    shard_docs = placement.shard_docs
+    by_layer = {layer: placement.layer_shards(layer)
+                for layer in sorted({l for ls in placement.layers_held.values() for l in ls})}
+    layer_from = {h: {layer: by_layer[layer][h] for layer in ls} for h, ls in placement.layers_held.items()}
     absent = [h for h in wanted if h not in tokens_from]
     if absent:
         raise NotFoundError(f"{len(absent)} document(s) (e.g. {absent[0][:12]}) are not stored in extraction {eid}; "
@@ -107,13 +101,13 @@ def plan_picks(store: LakeStore, eid: str, doc_hashes: Sequence[str], layers: Se
             groups.setdefault(tuple(sorted(ls)), set()).add(h)
         man = manifests[sid]
         for lays, docs in sorted(groups.items()):
-            whole = (docs == shard_docs.get(sid, set()) and list(lays) == sorted(man.get("layers", []))
-                     and (vectors or not (man.get("layers") or man.get("jacobian"))))
+            whole = (docs == shard_docs.get(sid, frozenset()) and list(lays) == sorted(man.layers)
+                     and (vectors or not (man.layers or man.jacobian)))
             picks.append(ShardPick(sid, frozenset(docs), lays, whole))
     return picks
 
 
-def read_subset(fs: LakeFS, eid: str, manifest: dict[str, Any], docs: Iterable[str] | None,
+def read_subset(fs: LakeFS, eid: str, manifest: ShardManifest, docs: Iterable[str] | None,
                 layers: Sequence[int], jacobian_layers: Iterable[int] | None = None) -> ShardData:
     """Documents ``docs`` (all if None) with hidden ``layers`` of one committed shard, as new shard data.
 
@@ -121,7 +115,7 @@ def read_subset(fs: LakeFS, eid: str, manifest: dict[str, Any], docs: Iterable[s
     for ``jacobian_layers`` (``None`` = every sketched layer; empty = none): their
     ``rows`` array is remapped and arrays aligned with it filtered alike.
     """
-    sid = manifest["shard"]
+    sid = manifest.shard
     base = layout.shard_dir(eid, sid)
     docs_t = read_parquet(fs, *base, layout.DOCS_FILE)
     if docs is not None:
@@ -156,13 +150,13 @@ def read_subset(fs: LakeFS, eid: str, manifest: dict[str, Any], docs: Iterable[s
                 hidden[int(layer)] = (np.concatenate(parts) if parts
                                       else np.zeros((0,) + tuple(arr.shape[1:]), arr.dtype))
     jac = _jacobian_subset(fs, base, manifest, old_rows, n_old, everything, jacobian_layers)
-    return ShardData(docs=docs_t, tokens=tokens, hidden=hidden, dtype=manifest.get("dtype", "float16"),
+    return ShardData(docs=docs_t, tokens=tokens, hidden=hidden, dtype=manifest.dtype,
                      jacobian=jac, info={"subset_of": sid})
 
 
-def _jacobian_subset(fs: LakeFS, base: tuple[str, ...], manifest: dict[str, Any], old_rows: np.ndarray, n_old: int,
+def _jacobian_subset(fs: LakeFS, base: tuple[str, ...], manifest: ShardManifest, old_rows: np.ndarray, n_old: int,
                      everything: bool, jacobian_layers: Iterable[int] | None) -> dict[str, dict[str, Any]]:
-    entries = manifest.get("jacobian") or {}
+    entries = manifest.jacobian
     if not entries:
         return {}
     allowed = None if jacobian_layers is None else {int(l) for l in jacobian_layers}
@@ -175,7 +169,7 @@ def _jacobian_subset(fs: LakeFS, base: tuple[str, ...], manifest: dict[str, Any]
     for key, entry in entries.items():
         kg = group[key]
         layers_out: dict[int, dict[str, np.ndarray]] = {}
-        for layer in entry.get("layers", []):
+        for layer in entry.layers:
             if allowed is not None and int(layer) not in allowed:
                 continue
             lg = kg[layout.layer_name(layer)]

@@ -18,6 +18,7 @@ from .arrays import damaged_chunks, open_group
 from .catalog import LakeStore
 from .hashing import doc_hash
 from .layout import HIDDEN_GROUP, JACOBIAN_GROUP, WRITER_FILE
+from .manifests import ExtractionManifest, ShardManifest
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,14 +50,15 @@ def verify_lake(store: LakeStore, *, deep: bool = True,
                 continue
         else:
             try:
-                fs.read_json(*meta)
+                ExtractionManifest.from_json(fs.read_json(*meta), source=fs.url_of(*meta))
             except LayerlakeError as exc:
                 problems.append(Problem(fs.url_of(*meta), str(exc)))
         committed = set()
         for sid in layout.commit_ids(fs.listdir(*layout.commits_dir(eid))):
             committed.add(sid)
             try:
-                man = fs.read_json(*layout.commit_marker(eid, sid))
+                man = ShardManifest.from_json(fs.read_json(*layout.commit_marker(eid, sid)),
+                                              source=fs.url_of(*layout.commit_marker(eid, sid)))
             except (LayerlakeError, OSError) as exc:
                 problems.append(Problem(fs.url_of(*layout.commit_marker(eid, sid)), f"unreadable commit marker: {exc}"))
                 continue
@@ -95,24 +97,24 @@ def verify_lake(store: LakeStore, *, deep: bool = True,
     return problems
 
 
-def _verify_shard(store: LakeStore, eid: str, sid: str, man: dict[str, Any], deep: bool) -> list[Problem]:
+def _verify_shard(store: LakeStore, eid: str, sid: str, man: ShardManifest, deep: bool) -> list[Problem]:
     fs = store.fs
     base = layout.shard_dir(eid, sid)
     out: list[Problem] = []
     on_disk = fs.walk_files(*base)
-    for rel, info in man.get("files", {}).items():
+    for rel, info in man.files.items():
         if rel not in on_disk:
             out.append(Problem(fs.url_of(*base, rel), "missing (listed in the commit marker)"))
             continue
-        if on_disk[rel] != info["size"]:
-            out.append(Problem(fs.url_of(*base, rel), f"size {on_disk[rel]} != {info['size']} in the commit marker"))
+        if on_disk[rel] != info.size:
+            out.append(Problem(fs.url_of(*base, rel), f"size {on_disk[rel]} != {info.size} in the commit marker"))
             continue
-        if "crc32c" in info and deep:
+        if info.crc32c is not None and deep:
             data = fs.read_bytes(*base, rel)
-            if crc32c.crc32c(data) != info["crc32c"]:
+            if crc32c.crc32c(data) != info.crc32c:
                 out.append(Problem(fs.url_of(*base, rel), "checksum mismatch (file damaged)"))
     for rel in on_disk:
-        if rel not in man.get("files", {}) and rel != WRITER_FILE:  # the writer record is not shard data
+        if rel not in man.files and rel != WRITER_FILE:  # the writer record is not shard data
             out.append(Problem(fs.url_of(*base, rel), "file not listed in the commit marker (orphan)"))
     if deep and not out:
         for group_name in (HIDDEN_GROUP, JACOBIAN_GROUP):

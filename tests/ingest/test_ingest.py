@@ -95,7 +95,7 @@ def test_more_layers_later_extends_the_same_extraction(tiny_gpt2, lake, corpus):
     b = lake.ingest(str(tiny_gpt2), corpus[:4], dataset="d", layers=[1, 3])
     assert a.extraction_id == b.extraction_id and b.layers == [1, 3] and b.computed_docs == 4
     manifests = lake.store.shard_manifests(a.extraction_id)
-    assert sorted(m["layers"] for m in manifests) == [[1], [3]]
+    assert sorted(list(m.layers) for m in manifests) == [[1], [3]]
     assert lake.read_vectors("d", layers=[1, 3]).shape[0] == 2
     assert lake.ingest(str(tiny_gpt2), corpus[:4], dataset="d", layers=[3]).nothing_computed
 

@@ -21,7 +21,7 @@ TEXTS = ["The quick brown fox jumps over the lazy dog.", "Hello world.",
 
 
 def _manifests(lake, eid):
-    return lake.store.shard_manifests(eid)
+    return [m.to_json() for m in lake.store.shard_manifests(eid)]  # as on disk
 
 
 def test_ingest_stores_sketches_in_the_shard_and_reuses_them(lake, tiny_gpt2):

@@ -51,7 +51,7 @@ def pid_log():
 
 def writer_pids(lake: ll.Lake) -> set[int]:
     eid = lake.store.extraction_ids()[0]
-    return {m["writer"]["pid"] for m in lake.store.shard_manifests(eid) if m["writer"].get("executor") == "ray"}
+    return {m.writer["pid"] for m in lake.store.shard_manifests(eid) if m.writer.get("executor") == "ray"}
 
 
 def test_cli_ray_ingest_equals_local(tmp_path, ray_cluster, tiny_gpt2, small_corpus_file, capsys, fault_tally):

@@ -84,7 +84,7 @@ def test_export_copies_whole_shards_and_rewrites_partial_ones(source: ll.Lake, t
     assert len(exp.store.covered_docs(EID)) == 6
     # sketches follow their rows into rewritten shards
     for man in exp.store.shard_manifests(EID):
-        assert set(man["jacobian"]["sketch_k2"]["layers"]) == {1, 2}
+        assert set(man.jacobian["sketch_k2"].layers) == {1, 2}
 
 
 def test_export_layer_selection_and_no_vectors(source: ll.Lake, tmp_path: Path) -> None:
@@ -168,7 +168,7 @@ def test_import_into_a_lake_holding_part_of_the_data_stores_nothing_twice(source
     idx = target.store.doc_index(EID)
     per_doc = dict(zip(idx.column("doc_hash").to_pylist(), idx.column("n_tokens").to_pylist()))
     for layer in (0, 1, 2):
-        rows = sum(m["n_rows"] for m in target.store.shard_manifests(EID) if layer in m["layers"])
+        rows = sum(m.n_rows for m in target.store.shard_manifests(EID) if layer in m.layers)
         assert rows == sum(per_doc.values())
     # the shards already there are untouched; docs 5-7 came in no new shard
     after = tree(tmp_path / "dst")

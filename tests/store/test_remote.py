@@ -77,7 +77,7 @@ def test_only_the_chunks_a_query_needs_are_fetched(s3, s3_server, monkeypatch: p
     lake = synthetic_lake(f"{bucket}/lake", {"wiki": docs}, layers=(0, 1), d=64, shard_docs=40,
                           storage_options=opts)
     man = lake.store.shard_manifests(EID)[0]
-    n_chunks = sum(1 for f in man["files"] if f.startswith("hidden.zarr/layer_1/c/"))
+    n_chunks = sum(1 for f in man.files if f.startswith("hidden.zarr/layer_1/c/"))
     assert n_chunks >= 20
     ro = ll.Lake(f"{bucket}/lake", mode="r", storage_options=opts)
     ro.store.doc_index(EID)                     # catalog reads are not what we count
@@ -89,7 +89,7 @@ def test_only_the_chunks_a_query_needs_are_fetched(s3, s3_server, monkeypatch: p
     s3_server.reset()
     everything = ro.read_vectors("wiki", layers=1)
     assert len(s3_server.gets("/hidden.zarr/layer_1/c/")) == n_chunks
-    assert everything.shape[0] == man["n_rows"]
+    assert everything.shape[0] == man.n_rows
 
 
 def test_polars_options_from_fsspec_options(s3) -> None:

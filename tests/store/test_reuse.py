@@ -30,12 +30,12 @@ def test_more_layers_computes_only_the_missing_one(gpt2_6: Path, corpus: list[st
     second = lake.ingest(str(gpt2_6), docs, dataset="d", layers=[3, 5])
     assert second.extraction_id == eid                       # same model, same capture settings
     assert second.computed_docs == 6 and second.computed_tokens == first.computed_tokens
-    layers_per_shard = sorted(tuple(m["layers"]) for m in lake.store.shard_manifests(eid))
+    layers_per_shard = sorted(tuple(m.layers) for m in lake.store.shard_manifests(eid))
     assert (5,) in layers_per_shard and all(3 not in ls for ls in layers_per_shard if 5 in ls)
     for m in lake.store.shard_manifests(eid):
-        on_disk = {p.name for p in (tmp_path / "lake" / "extractions" / eid / "shards" / m["shard"] /
+        on_disk = {p.name for p in (tmp_path / "lake" / "extractions" / eid / "shards" / m.shard /
                                     "hidden.zarr").iterdir() if p.is_dir()}
-        assert on_disk == {f"layer_{l}" for l in m["layers"]}     # layer 3 was not written twice
+        assert on_disk == {f"layer_{l}" for l in m.layers}     # layer 3 was not written twice
     assert set(stored_pairs(lake, eid).values()) == {1}
     # queries see one extraction with the union of the layers
     ext = lake.extractions()

@@ -153,7 +153,7 @@ def test_verify_flags_orphans_and_damage(tmp_path):
     import shutil
     shutil.rmtree(orphan)
     # flip a byte inside a zarr chunk
-    chunk = next((tmp_path / "lake" / "extractions" / "e1" / "shards" / man["shard"] / "hidden.zarr" / "layer_1" / "c")
+    chunk = next((tmp_path / "lake" / "extractions" / "e1" / "shards" / man.shard / "hidden.zarr" / "layer_1" / "c")
                  .rglob("*"))
     while chunk.is_dir():
         chunk = next(chunk.iterdir())

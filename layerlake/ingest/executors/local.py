@@ -33,8 +33,8 @@ def run_local(store: LakeStore, eid: str, lm: LoadedModel, corpus: Corpus, group
 
         def committed(man: dict[str, Any]) -> None:
             stats["shards"] += 1
-            stats["bytes"] += man["bytes"]
-            tr.add_bytes(man["bytes"])
+            stats["bytes"] += man.bytes
+            tr.add_bytes(man.bytes)
 
         writer: ShardWriter | None = None
         try:

@@ -249,7 +249,7 @@ class IngestWorker:
                 t_batch = time.monotonic()
         except BaseException:
             for man in manifests:  # written, never to be committed
-                abandon_shard(self.fs, self.eid, man["shard"])
+                abandon_shard(self.fs, self.eid, man.shard)
             raise
         return {"manifests": manifests, "pid": self.pid, "compute_s": compute_s,
                 "write_s": time.monotonic() - t0 - compute_s}
@@ -417,8 +417,8 @@ def run_ray(store: LakeStore, eid: str, lm: Any, corpus: Any, groups: dict[tuple
                         commit_shard(store.fs, eid, mans[0], check_files=True)
                         man = mans.pop(0)
                         stats["shards"] += 1
-                        stats["bytes"] += man["bytes"]
-                        tr.add_bytes(man["bytes"])
+                        stats["bytes"] += man.bytes
+                        tr.add_bytes(man.bytes)
                     del done[next_commit]
                     unit = units[next_commit]
                     stats["tokens"] += unit.n_tokens
@@ -432,7 +432,7 @@ def run_ray(store: LakeStore, eid: str, lm: Any, corpus: Any, groups: dict[tuple
                 log.debug("ray.kill of worker %d: %s", slot.number, exc)
         for mans in done.values():  # written but not committed (the job failed): not visible anyway, tidy up
             for man in mans:
-                abandon_shard(store.fs, eid, man["shard"])
+                abandon_shard(store.fs, eid, man.shard)
     stats["run_s"] = time.monotonic() - (t_ready or t_start)
     return stats
 
