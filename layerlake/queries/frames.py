@@ -61,7 +61,7 @@ def missing_documents_error(store: LakeStore, eid: str, layer: int | None, missi
             "recompute them"
         )
     what = f"layer {layer}" if layer is not None else "tokens"
-    model = store.extraction(eid).get("model", {}).get("model")
+    model = store.extraction(eid).model_name
     return NotFoundError(
         f"{n} document(s) {whose}have no {what} in extraction {eid} ({model}), e.g. {list(missing[:2])}; "
         f"ingest them (e.g. `layerlake ingest ... --layers {layer if layer is not None else 'all'}`)"

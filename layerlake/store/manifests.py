@@ -14,7 +14,7 @@ import re
 from typing import Any, Mapping
 
 from ..errors import IntegrityError
-from .safety import SHARD_ID_RE
+from .layout import SHARD_ID_RE
 
 #: extraction ids, Jacobian sketch keys: a letter, digit or underscore, then letters, digits, '.', '_', '-'
 NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
