@@ -261,7 +261,7 @@ def _cmd_sql(args: Any) -> int:
 
 # -- metric / plot ----------------------------------------------------------------------------
 def _engine_kwargs(args: Any) -> dict[str, Any]:
-    from ..queries.metric_cli import parse_params
+    from .metric_args import parse_params
     kwargs = parse_params(args.param)
     if getattr(args, "refresh", False):
         kwargs["cache"] = "refresh"
@@ -305,7 +305,7 @@ def _add_metric(sub: Any) -> None:
 def _cmd_metric(args: Any) -> int:
     from . import render
     from .. import SpecError
-    from ..queries.metric_cli import metric_listing
+    from .metric_args import metric_listing
     if args.list:
         note = render.write_frame(metric_listing(), args.format, args.out, "metrics", drop=("source",))
         if note:

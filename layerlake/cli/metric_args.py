@@ -1,4 +1,4 @@
-"""Helpers of the ``layerlake metric`` / ``layerlake plot`` commands: parse ``--param``, list the metrics."""
+"""Arguments of the ``layerlake metric`` / ``layerlake plot`` commands: parse ``--param``, list the metrics."""
 
 from __future__ import annotations
 
