@@ -25,7 +25,7 @@ def shard_contents(lake: ll.Lake) -> list[tuple[tuple[str, ...], int, int]]:
     docs: dict[str, set[str]] = {}
     for h, sid in zip(index.column("doc_hash").to_pylist(), index.column("shard").to_pylist()):
         docs.setdefault(sid, set()).add(h)
-    return sorted((tuple(sorted(docs[m["shard"]])), m["n_rows"], sum(len(v["layers"]) for v in m["jacobian"].values()))
+    return sorted((tuple(sorted(docs[m.shard])), m.n_rows, sum(len(v.layers) for v in m.jacobian.values()))
                   for m in lake.store.shard_manifests(eid))
 
 
