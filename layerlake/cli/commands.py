@@ -266,8 +266,11 @@ def _cmd_sql(args: Any) -> int:
     try:
         result = lake.sql(args.query, read_only=True, limits=limits)
         render.write_result(result, fmt=args.format, out=args.out, lake=lake, max_rows=limits.max_rows)
-    except duckdb.Error as exc:
+    except duckdb.ParserException as exc:  # several lines: the caret points at the position
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except duckdb.Error as exc:
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
     finally:
         if result is not None:

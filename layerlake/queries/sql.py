@@ -37,10 +37,12 @@ A :class:`SqlCatalog` sits on a :class:`~layerlake.queries.engine.QueryEngine`
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import re
 import threading
+import weakref
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import duckdb
@@ -62,6 +64,7 @@ log = logging.getLogger(__name__)
 
 SqlExtension = Callable[[duckdb.DuckDBPyConnection, Any], None]
 _EXTENSIONS: list[SqlExtension] = []
+_OPEN: "weakref.WeakSet[duckdb.DuckDBPyConnection]" = weakref.WeakSet()
 
 TOKENS_SCHEMA: dict[str, Any] = {
     "extraction": pl.String, "doc_hash": pl.String, "window": pl.Int32, "position": pl.Int32,
@@ -141,17 +144,32 @@ class SqlCatalog:
             refuse_non_queries(query)
         limits = limits if limits is not None else SqlLimits.from_env()
         conn = self.connect(limits)
-        with executing(conn, limits.timeout_s):
-            rel = conn.sql(query, params=params) if params is not None else conn.sql(query)
+        try:
+            with executing(conn, limits.timeout_s):
+                rel = conn.sql(query, params=params) if params is not None else conn.sql(query)
+        except BaseException:
+            conn.close()
+            raise
         if rel is None:
             conn.close()
             return None
+        _OPEN.add(conn)
         return SqlResult(rel, conn, limits)
 
 
 def connect(engine: "QueryEngine", limits: SqlLimits | None = None) -> duckdb.DuckDBPyConnection:
     """A new, independent sandboxed DuckDB connection with the relations and extensions of ``engine``'s lake."""
     return SqlCatalog(engine).connect(limits)
+
+
+@atexit.register
+def _close_open_connections() -> None:
+    """Close the connections of results still alive at exit (DuckDB can abort if they are torn down late)."""
+    for conn in list(_OPEN):
+        try:
+            conn.close()
+        except duckdb.Error:
+            log.debug("closing a SQL connection at exit failed", exc_info=True)
 
 
 # -- the proxy --------------------------------------------------------------------------------
