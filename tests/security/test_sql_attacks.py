@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import os
 import subprocess
@@ -102,9 +103,18 @@ def test_lake_sql_refuses(attack: str, setup: dict[str, str], before: dict[str, 
     assert lake.sql("SELECT count(*) FROM datasets").fetchall() == [(18,)]  # and the next query is unaffected
 
 
+@pytest.fixture(scope="module")
+def cli_runs(setup: dict[str, str], before: dict[str, str]) -> dict[str, subprocess.CompletedProcess]:
+    """Every attack through `layerlake sql`, a few processes at a time."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+        runs = {a: pool.submit(cli, a.format(**setup), "--lake", setup["lake"]) for a in ATTACKS}
+        return {a: f.result() for a, f in runs.items()}
+
+
 @pytest.mark.parametrize("attack", ATTACKS)
-def test_cli_refuses(attack: str, setup: dict[str, str], before: dict[str, str]) -> None:
-    r = cli(attack.format(**setup), "--lake", setup["lake"])
+def test_cli_refuses(attack: str, setup: dict[str, str], before: dict[str, str],
+                     cli_runs: dict[str, subprocess.CompletedProcess]) -> None:
+    r = cli_runs[attack]
     assert r.returncode in (1, 2), (r.returncode, r.stdout, r.stderr)
     assert r.stderr.startswith("error: ") and "Traceback" not in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
