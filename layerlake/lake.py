@@ -38,7 +38,7 @@ class Lake:
 
     @property
     def sql_catalog(self) -> SqlCatalog:
-        """This lake's DuckDB connection and relations (opened on first use)."""
+        """This lake's SQL relations (built on first use; each query gets a fresh sandboxed connection)."""
         with self._sql_lock:
             if self._sql_catalog is None:
                 from .queries.sql import SqlCatalog
@@ -113,13 +113,15 @@ class Lake:
         return dataset_vectors(self.engine, dataset, model, layers, docs)
 
     # -- SQL ---------------------------------------------------------------------------------
-    def sql(self, query: str, params: Any = None, *, read_only: bool = False) -> Any:
-        """Run DuckDB SQL over the committed lake; returns a DuckDB relation (``.pl()``, ``.df()``, ``.arrow()``).
+    def sql(self, query: str, params: Any = None, *, read_only: bool = False, limits: Any = None) -> Any:
+        """Run DuckDB SQL over the committed lake in a sandbox; returns a relation (``.pl()``, ``.df()``, ``.arrow()``).
 
         Relations: extractions, datasets, docs, tokens, metrics, vectors, dataset_vectors (see docs/queries.md).
-        Statements that write into the lake are refused; ``read_only=True`` refuses every statement but reads.
+        Each call runs on a fresh sandboxed connection: no file, URL or extension access, configuration
+        locked, limits from ``limits`` (a ``SqlLimits``) or ``LAYERLAKE_SQL_*``. ``read_only=True`` also
+        refuses every statement but queries. The result is a ``SqlResult`` proxy of the DuckDB relation.
         """
-        return self.sql_catalog.sql(query, params, read_only=read_only)
+        return self.sql_catalog.sql(query, params, read_only=read_only, limits=limits)
 
     def last_query_stats(self) -> dict[str, Any] | None:
         """Chunks and bytes read by the last vector scan (``vectors``, SQL vector relations, ``read_vectors``)."""

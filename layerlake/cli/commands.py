@@ -233,29 +233,48 @@ def _add_sql(sub: Any) -> None:
     p = sub.add_parser("sql", help="run a read-only DuckDB SQL query over the lake",
                        description="Run SQL over the lake's relations: extractions, datasets, docs, tokens, metrics, "
                                    "vectors, dataset_vectors (vec is FLOAT[d_model]; filters on layer, doc_hash, "
-                                   "position... read only the chunks that hold the rows). The lake is opened "
-                                   "read-only: statements that would write (CREATE, INSERT, COPY, ATTACH, ...) are "
-                                   "refused; save results with --out. See docs/queries.md.")
+                                   "position... read only the chunks that hold the rows). The query runs in a "
+                                   "sandbox: no file, URL or extension access, settings locked, memory, threads "
+                                   "and time limited; statements other than queries are refused. Save results "
+                                   "with --out (outside the lake). See docs/queries.md.")
     p.add_argument("query", help='SQL, e.g. "SELECT model, layers FROM extractions"')
     p.add_argument("--lake", required=True, help="lake directory or fsspec URL")
     p.add_argument("--format", default="table", choices=["table", "csv", "json", "parquet"],
                    help="output format (default table; json = one object per line; parquet needs --out)")
-    p.add_argument("--out", help="write the result to this file instead of stdout")
-    p.add_argument("--max-rows", type=int, default=200, help="rows shown by --format table (default 200)")
+    p.add_argument("--out", help="write the result to this file (outside the lake) instead of stdout")
+    p.add_argument("--max-rows", type=int, default=None,
+                   help="rows shown by --format table (default 200 or LAYERLAKE_SQL_MAX_ROWS)")
+    p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                   help="stop the query after SECONDS (default 600 or LAYERLAKE_SQL_TIMEOUT; 0 = no limit)")
+    p.add_argument("--memory-limit", default=None, metavar="SIZE",
+                   help="DuckDB memory limit, e.g. 2GB (default 4GB or LAYERLAKE_SQL_MEMORY)")
+    p.add_argument("--threads", type=int, default=None, help="DuckDB threads (default 2 or LAYERLAKE_SQL_THREADS)")
     p.set_defaults(func=_cmd_sql)
 
 
 def _cmd_sql(args: Any) -> int:
     from . import render
+    from ..queries.sandbox import SqlLimits
     import duckdb
 
+    limits = SqlLimits.from_env(max_rows=args.max_rows, timeout_s=args.timeout, memory_limit=args.memory_limit,
+                                threads=args.threads)
     lake = _lake(args, mode="r")
+    if args.out:
+        render.check_out(args.out, lake)
+    result = None
     try:
-        rel = lake.sql(args.query, read_only=True)
-        render.write_result(rel, fmt=args.format, out=args.out, lake=lake, max_rows=args.max_rows)
-    except duckdb.Error as exc:
+        result = lake.sql(args.query, read_only=True, limits=limits)
+        render.write_result(result, fmt=args.format, out=args.out, lake=lake, max_rows=limits.max_rows)
+    except duckdb.ParserException as exc:  # several lines: the caret points at the position
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except duckdb.Error as exc:
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
+    finally:
+        if result is not None:
+            result.connection.close()
     return 0
 
 

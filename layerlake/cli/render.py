@@ -25,30 +25,50 @@ def console() -> Any:
 
 
 # -- layerlake sql ------------------------------------------------------------------------------
-def write_result(rel: Any, *, fmt: str, out: str | None, lake: Any, max_rows: int = 200) -> None:
-    """Write a DuckDB relation (``None`` for statements without a result) as ``fmt`` to ``out`` or stdout."""
+BATCH_ROWS = 65536
+
+
+def write_result(result: Any, *, fmt: str, out: str | None, lake: Any, max_rows: int = 200) -> None:
+    """Write a ``lake.sql`` result (``None`` for statements without one) as ``fmt`` to ``out`` or stdout.
+
+    ``table`` computes at most ``max_rows + 1`` rows; csv, json and parquet stream the result
+    batch by batch (the whole result is never held). Runs under the result's time limit.
+    """
     if fmt not in FORMATS:
         raise SpecError(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
     if fmt == "parquet" and not out:
         raise SpecError("--format parquet writes a binary file: give --out FILE.parquet")
     if out:
-        _check_out(out, lake)
-    if rel is None:
+        check_out(out, lake)
+    if result is None:
         return
-    if fmt == "parquet":
-        rel.write_parquet(out)
-        return
-    df = rel.pl()
-    if fmt == "table":
-        text = render_table(df, max_rows=max_rows)
-    elif fmt == "csv":
-        buf = io.StringIO()
-        _flatten_nested(df).write_csv(buf)
-        text = buf.getvalue()
-    else:
-        buf = io.StringIO()
-        df.write_ndjson(buf)
-        text = buf.getvalue()
+    rel = result.relation
+    with result.executing():
+        if fmt == "table":
+            df = pl.from_arrow(rel.limit(max_rows + 1).fetch_arrow_table())
+            _write_text(render_table(df, max_rows=max_rows, more=df.height > max_rows), out)
+        elif fmt == "parquet":
+            _write_parquet(rel.fetch_record_batch(BATCH_ROWS), out)
+        else:
+            reader = rel.fetch_record_batch(BATCH_ROWS)
+            fh = open(out, "w", encoding="utf-8") if out else sys.stdout
+            try:
+                first = True
+                for batch in reader:
+                    df = pl.from_arrow(batch)
+                    if fmt == "csv":
+                        fh.write(_flatten_nested(df).write_csv(include_header=first))
+                    else:
+                        fh.write(df.write_ndjson())
+                    first = False
+                if first and fmt == "csv":  # no rows: the header alone
+                    fh.write(pl.from_arrow(reader.schema.empty_table()).write_csv())
+            finally:
+                if out:
+                    fh.close()
+
+
+def _write_text(text: str, out: str | None) -> None:
     if out:
         with open(out, "w", encoding="utf-8") as fh:
             fh.write(text)
@@ -56,9 +76,23 @@ def write_result(rel: Any, *, fmt: str, out: str | None, lake: Any, max_rows: in
         sys.stdout.write(text)
 
 
-def _check_out(out: str, lake: Any) -> None:
+def _write_parquet(reader: Any, out: str) -> None:
+    import pyarrow.parquet as pq
+
+    with pq.ParquetWriter(out, reader.schema, compression="zstd") as writer:
+        for batch in reader:
+            writer.write_batch(batch)
+
+
+def check_out(out: str, lake: Any) -> None:
+    """Refuse an ``--out`` path inside the lake, after resolving ``..``, ``//`` and symlinks."""
+    from ..queries.sandbox import is_inside
+
     lake_fs = lake.store.fs
-    if lake_fs.contains(os.path.abspath(out)):
+    inside = lake_fs.contains(out) or lake_fs.contains(os.path.realpath(out))
+    if lake_fs.protocol in ("file", "local"):
+        inside = inside or is_inside(out, lake_fs.root)
+    if inside:
         raise ReadOnlyError(f"--out {out} is inside the lake {lake_fs.url}; the lake is written only by ingest — "
                             "choose a path outside it")
 
@@ -89,8 +123,11 @@ def _fmt_scalar(v: Any) -> str:
     return str(v)
 
 
-def render_table(df: pl.DataFrame, *, max_rows: int = 200, max_width: int = 60) -> str:
-    """A plain-text table (rich), long vectors shortened to their first values."""
+def render_table(df: pl.DataFrame, *, max_rows: int = 200, max_width: int = 60, more: bool = False) -> str:
+    """A plain-text table (rich), long vectors shortened to their first values.
+
+    ``more``: ``df`` is the first rows of a longer result (whose length is not known).
+    """
     from rich.console import Console
     from rich.table import Table
 
@@ -102,9 +139,13 @@ def render_table(df: pl.DataFrame, *, max_rows: int = 200, max_width: int = 60) 
     buf = io.StringIO()
     width = int(os.environ.get("COLUMNS", "160") or 160)
     Console(file=buf, width=width, force_terminal=False, no_color=True).print(t)
-    more = f"({df.height:,} rows, {max_rows} shown; use LIMIT or --format csv --out FILE)\n" \
-        if df.height > max_rows else f"({df.height:,} row{'s' if df.height != 1 else ''})\n"
-    return buf.getvalue() + more
+    if more:
+        tail = f"(more than {max_rows:,} rows, {max_rows} shown; use LIMIT or --format csv --out FILE)\n"
+    elif df.height > max_rows:
+        tail = f"({df.height:,} rows, {max_rows} shown; use LIMIT or --format csv --out FILE)\n"
+    else:
+        tail = f"({df.height:,} row{'s' if df.height != 1 else ''})\n"
+    return buf.getvalue() + tail
 
 
 def _type_name(dtype: Any) -> str:

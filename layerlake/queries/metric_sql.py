@@ -21,13 +21,11 @@ Computed units land in the cache, which the ``metrics`` view shows.
 from __future__ import annotations
 
 import json
-import logging
 from typing import Any
 
 from ..errors import SpecError
 from .metric_engine import compute_metric
 
-log = logging.getLogger(__name__)
 
 ROW_FIELDS = {
     "model": "VARCHAR", "extraction": "VARCHAR", "dataset": "VARCHAR", "metric": "VARCHAR",
@@ -53,7 +51,10 @@ def _models(value: str | None) -> Any:
 
 
 def install_sql_metrics(conn: Any, engine: Any) -> None:
-    """Register ``layerlake_metric(...)`` on DuckDB connection ``conn`` for the lake of ``engine`` (a QueryEngine)."""
+    """Register ``layerlake_metric(...)`` on a fresh DuckDB connection ``conn`` for the lake of ``engine`` (a QueryEngine).
+
+    Called on every sandboxed connection before it is locked (the UDF runs in Python, outside the sandbox).
+    """
     store = engine.store
 
     def rows(name: str, dataset: str, model: str | None, layers: str | None, per: str | None,
@@ -71,12 +72,6 @@ def install_sql_metrics(conn: Any, engine: Any) -> None:
         return out
 
     struct = conn.struct_type(dict(ROW_FIELDS))
-    import duckdb
-
-    try:
-        conn.remove_function("layerlake_metric_rows")  # installing twice replaces the function
-    except duckdb.Error:
-        log.debug("layerlake_metric_rows was not registered yet")
     conn.create_function("layerlake_metric_rows", rows, ["VARCHAR"] * 6, conn.list_type(struct),
                          null_handling="special", side_effects=True)
     conn.execute(MACRO_SQL)
