@@ -71,8 +71,7 @@ def plan_picks(store: LakeStore, eid: str, doc_hashes: Sequence[str], layers: Se
     layer_from = {h: {layer: by_layer[layer][h] for layer in ls} for h, ls in placement.layers_held.items()}
     absent = [h for h in wanted if h not in tokens_from]
     if absent:
-        raise NotFoundError(f"{len(absent)} document(s) (e.g. {absent[0][:12]}) are not stored in extraction {eid}; "
-                            "re-run the ingest that was interrupted, then export again")
+        raise store.missing_documents_error(eid, None, absent)
     chosen: dict[str, dict[str, set[int]]] = {}
     if not vectors:
         for h in wanted:
@@ -117,12 +116,13 @@ def read_subset(fs: LakeFS, eid: str, manifest: ShardManifest, docs: Iterable[st
     """
     sid = manifest.shard
     base = layout.shard_dir(eid, sid)
-    docs_t = read_parquet(fs, *base, layout.DOCS_FILE)
+    docs_t = read_parquet(fs, *base, layout.DOCS_FILE, expect=manifest.files.get(layout.DOCS_FILE))
     if docs is not None:
         keep = pc.is_in(docs_t.column("doc_hash"), value_set=pa.array(sorted(set(docs)), pa.string()))
         docs_t = docs_t.filter(keep)
     docs_t = docs_t.sort_by([("row_start", "ascending")])
-    tokens_all = read_parquet(fs, *base, layout.TOKENS_FILE).sort_by([("row", "ascending")])
+    tokens_all = read_parquet(fs, *base, layout.TOKENS_FILE,
+                              expect=manifest.files.get(layout.TOKENS_FILE)).sort_by([("row", "ascending")])
     n_old = tokens_all.num_rows
     if n_old and tokens_all.column("row").to_pylist() != list(range(n_old)):
         raise IntegrityError(f"{fs.url_of(*base, layout.TOKENS_FILE)}: rows are not 0..{n_old - 1}; run `layerlake verify`")
