@@ -54,12 +54,14 @@ class ShardPick:
 
 
 def plan_picks(store: LakeStore, eid: str, doc_hashes: Sequence[str], layers: Sequence[int] | None,
-               vectors: bool = True) -> list[ShardPick]:
+               vectors: bool = True, dataset: str | None = None) -> list[ShardPick]:
     """Shard picks covering ``doc_hashes`` x ``layers`` of extraction ``eid``, each pair once.
 
     ``layers=None`` takes every layer stored for each document. With
     ``vectors=False`` only tokens and losses are taken (one shard per document).
-    Raises :class:`NotFoundError` if a document or (document, layer) is not stored.
+    Raises :class:`NotFoundError` if a document or (document, layer) is not stored
+    (:class:`IntegrityError` if it was stored and is lost: ``dataset`` names the
+    dataset the documents come from, see :meth:`LakeStore.missing_documents_error`).
     """
     placement = store.placement(eid)
     manifests = {m.shard: m for m in store.shard_manifests(eid)}
@@ -71,7 +73,7 @@ def plan_picks(store: LakeStore, eid: str, doc_hashes: Sequence[str], layers: Se
     layer_from = {h: {layer: by_layer[layer][h] for layer in ls} for h, ls in placement.layers_held.items()}
     absent = [h for h in wanted if h not in tokens_from]
     if absent:
-        raise store.missing_documents_error(eid, None, absent)
+        raise store.missing_documents_error(eid, None, absent, dataset)
     chosen: dict[str, dict[str, set[int]]] = {}
     if not vectors:
         for h in wanted:
