@@ -74,18 +74,6 @@ def read_all(store: LakeStore) -> pa.Table:
     return pa.concat_tables(tables) if tables else CACHE_SCHEMA.empty_table()
 
 
-def damaged_units(store: LakeStore) -> list[tuple[str, str]]:
-    """(lake-relative file, what is wrong) for every cached unit that :func:`read_unit` refuses."""
-    out = []
-    for eid in sorted(store.fs.listdir(*layout.metrics_dir())):
-        for key in sorted(cached_keys(store, eid)):
-            try:
-                read_unit(store, eid, key)
-            except IntegrityError as exc:
-                out.append((layout.rel(layout.metric_file(eid, key)), str(exc)))
-    return out
-
-
 def write_unit(store: LakeStore, eid: str, key: str, table: pa.Table) -> bool:
     """Write one unit atomically, sealed with its content checksum; False (and logs) when the lake is read-only."""
     if store.fs.read_only:
