@@ -14,7 +14,7 @@ import threading
 import pyarrow as pa
 
 from ..errors import IntegrityError
-from ..store import LakeStore, layout, read_parquet
+from ..store import LakeStore, layout
 from .snapshot import Snapshot, state_key
 
 _TOKEN_COLUMNS = ["row", "position", "token_id", "token", "nll"]
@@ -47,7 +47,7 @@ class QueryEngine:
             if t is not None:
                 self._tokens.move_to_end(key)
                 return t
-        t = read_parquet(self.store.fs, *layout.shard_file(eid, shard, layout.TOKENS_FILE), columns=_TOKEN_COLUMNS)
+        t = self.store.shard_table(eid, shard, layout.TOKENS_FILE, columns=_TOKEN_COLUMNS)
         rows = t.column("row").to_numpy()
         if rows.size and not (rows[0] == 0 and rows[-1] == rows.size - 1 and (rows[1:] > rows[:-1]).all()):
             raise IntegrityError(f"tokens.parquet of extraction {eid} shard {shard} is not ordered by row 0..n-1; "

@@ -34,38 +34,8 @@ def locate_dataset(store: LakeStore, dataset: str, eid: str, layer: int | None =
     found = set(loc.column("doc_hash").to_pylist())
     missing = [h for h in hashes if h not in found]
     if missing:
-        raise missing_documents_error(store, eid, layer, missing, dataset)
+        raise store.missing_documents_error(eid, layer, missing, dataset)
     return loc
-
-
-def missing_documents_error(store: LakeStore, eid: str, layer: int | None, missing: Sequence[str],
-                            dataset: str | None = None) -> LayerlakeError:
-    """The error for documents that extraction ``eid``'s committed shards do not hold (at ``layer``; None = tokens).
-
-    :class:`IntegrityError` when they were stored and are gone (a damaged shard, or
-    ``dataset`` was ingested into ``eid`` with that layer): damage, not a request for
-    something never computed. :class:`NotFoundError` otherwise.
-    """
-    n = len(missing)
-    whose = f"of dataset {dataset!r} " if dataset is not None else ""
-    damaged = store.damaged_shards(eid)
-    if damaged:
-        sid, why = sorted(damaged.items())[0]
-        return IntegrityError(f"{n} document(s) {whose}are in damaged shard(s) of extraction {eid} "
-                              f"({len(damaged)} shard(s), e.g. {sid}: {why})")
-    link = store.dataset_links(dataset).get(eid) if dataset is not None else None
-    if link is not None and (layer is None or layer in link.get("layers", [])):
-        return IntegrityError(
-            f"{n} document(s) {whose}that were ingested into extraction {eid} are missing from its committed "
-            "shards (a commit marker or shard was lost); run `layerlake verify`, then re-run the ingest to "
-            "recompute them"
-        )
-    what = f"layer {layer}" if layer is not None else "tokens"
-    model = store.extraction(eid).model_name
-    return NotFoundError(
-        f"{n} document(s) {whose}have no {what} in extraction {eid} ({model}), e.g. {list(missing[:2])}; "
-        f"ingest them (e.g. `layerlake ingest ... --layers {layer if layer is not None else 'all'}`)"
-    )
 
 
 def tokens_frame(store: LakeStore, dataset: str, model: str | None = None) -> pl.LazyFrame:

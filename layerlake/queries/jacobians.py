@@ -29,7 +29,7 @@ from ..errors import IntegrityError, NotFoundError, SpecError
 from ..metrics import REGISTRY, MetricDef, get_metric
 from ..metrics.jacobian import JacobianFactors, coupling_matrix, linearization_fidelity, sketch_reconstruct
 from ..store import (
-    ArrayRef, check_test_matrix, JacobianSketch, LakeStore, LayerSelection, layout, read_parquet, sketch_key,
+    ArrayRef, check_test_matrix, JacobianSketch, LakeStore, LayerSelection, layout, sketch_key,
 )
 
 TokenKey = tuple[str, int, int]  # (doc_hash, window, position)
@@ -105,8 +105,7 @@ def sketched_tokens(store: LakeStore, dataset: str, eid: str, key: str, layer: i
             stored[sid] = reader.take(ref, [0], [reader.shape(ref, stats)[0]], stats, dtype=np.int64)
     for sid in shards:
         rows = stored[sid]
-        toks = read_parquet(store.fs, *layout.shard_file(eid, sid, layout.TOKENS_FILE),
-                            columns=["row", "doc_hash", "window", "position", "token"])
+        toks = store.shard_table(eid, sid, layout.TOKENS_FILE, columns=["row", "doc_hash", "window", "position", "token"])
         frame = pl.from_arrow(toks)
         picked = pl.DataFrame({"row": rows.astype(np.int64), "sketch_index": np.arange(len(rows), dtype=np.int64)})
         parts.append(picked.join(frame, on="row", how="left").with_columns(pl.lit(sid).alias("shard")))
@@ -119,6 +118,10 @@ def sketched_tokens(store: LakeStore, dataset: str, eid: str, key: str, layer: i
            .sort(["ordinal", "window", "position"]))
     missing = wanted.height - out.select(pl.col("doc_hash").n_unique()).item()
     if missing:
+        held = store.placement(eid).token_shards()
+        lost = [h for h in wanted["doc_hash"].to_list() if h not in held]
+        if lost:  # not even their tokens are held: damage (IntegrityError) or never ingested (NotFoundError)
+            raise store.missing_documents_error(eid, None, lost, dataset)
         raise NotFoundError(
             f"{missing} document(s) of dataset {dataset!r} have no Jacobian sketch {key} at block {layer} in "
             f"extraction {eid}; ingest the dataset again with the same jacobian sketch to add them"

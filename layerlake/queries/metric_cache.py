@@ -13,20 +13,26 @@ a Jacobian-sketch unit holds one row per layer pair or rank).
 Files are written whole and atomically (``LakeFS.write_bytes_atomic``), so a
 reader sees a unit completely or not at all; two processes computing the same
 unit write identical content and the last one wins.
+
+Integrity: each file carries the crc32c of its content (``store.sealed``) and
+is checked on every read. A damaged entry, or one without a checksum, is never
+served: :func:`read_unit` raises :class:`IntegrityError` naming it, the metric
+engine then recomputes (and rewrites) the unit, :func:`read_all` (the SQL
+``metrics`` relation) raises, and ``layerlake verify`` reports it. A *missing*
+entry is simply not cached: the cache may be deleted at any time.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import io
 import logging
 from collections.abc import Mapping
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from ..store import LakeStore, layout
+from ..errors import IntegrityError
+from ..store import LakeStore, layout, read_sealed, sealed_parquet
 
 log = logging.getLogger(__name__)
 
@@ -52,19 +58,28 @@ def cached_keys(store: LakeStore, eid: str) -> set[str]:
 
 
 def read_unit(store: LakeStore, eid: str, key: str) -> pa.Table:
-    fs = store.fs
-    table = pq.read_table(fs.path(*layout.metric_file(eid, key)), filesystem=fs.arrow_filesystem)
-    return table.cast(CACHE_SCHEMA)
+    """One cached unit, checked against its content checksum; IntegrityError naming the file if damaged."""
+    parts = layout.metric_file(eid, key)
+    table = read_sealed(store.fs, *parts)
+    if table.schema.remove_metadata() != CACHE_SCHEMA:
+        raise IntegrityError(f"{store.fs.url_of(*parts)}: columns {table.schema.names} are not the metric cache's "
+                             f"{CACHE_SCHEMA.names}; run `layerlake verify`")
+    return table
+
+
+def read_all(store: LakeStore) -> pa.Table:
+    """Every cached unit of the lake (:data:`CACHE_SCHEMA`), each checked; IntegrityError for a damaged one."""
+    tables = [read_unit(store, eid, key) for eid in sorted(store.fs.listdir(*layout.metrics_dir()))
+              for key in sorted(cached_keys(store, eid))]
+    return pa.concat_tables(tables) if tables else CACHE_SCHEMA.empty_table()
 
 
 def write_unit(store: LakeStore, eid: str, key: str, table: pa.Table) -> bool:
-    """Write one unit atomically; returns False (and logs) when the lake is read-only."""
+    """Write one unit atomically, sealed with its content checksum; False (and logs) when the lake is read-only."""
     if store.fs.read_only:
         log.debug("lake %s is read-only: metric unit %s not cached", store.fs.url, key)
         return False
-    buf = io.BytesIO()
-    pq.write_table(table.cast(CACHE_SCHEMA), buf, compression="zstd")
-    store.fs.write_bytes_atomic(buf.getvalue(), *layout.metric_file(eid, key))
+    store.fs.write_bytes_atomic(sealed_parquet(table.cast(CACHE_SCHEMA)), *layout.metric_file(eid, key))
     return True
 
 

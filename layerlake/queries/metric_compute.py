@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from ..errors import SpecError
+from ..errors import IntegrityError, SpecError
 from ..progress import track
 from ..store import LakeStore
 from . import metric_cache as mc
@@ -52,8 +52,8 @@ def compute_units(store: LakeStore, plan: MetricPlan) -> dict[str, pa.Table]:
         if u.cached:
             try:
                 out[u.key] = mc.read_unit(store, u.eid, u.key)
-            except (OSError, ValueError, pa.ArrowException) as exc:  # unreadable cache file: recompute it
-                log.warning("cached metric unit %s/%s is unreadable (%s); recomputing", u.eid, u.key, exc)
+            except (IntegrityError, OSError) as exc:  # a damaged or unreadable entry is never served: recompute it
+                log.warning("cached metric unit %s/%s is damaged (%s); recomputing", u.eid, u.key, exc)
                 u.cached = False
     todo = plan.to_compute
     if not todo:

@@ -309,8 +309,7 @@ def _extraction(store: LakeStore, eid: str, dataset: str, docs: list[str]) -> Ex
     have = store.placement(eid).layers_held
     missing = [h for h in docs if h not in have]
     if missing:
-        raise NotFoundError(f"{len(missing)} of {len(docs)} document(s) of dataset {dataset!r} are not stored in "
-                            f"extraction {eid} ({label}); ingest the dataset with that model first")
+        raise store.missing_documents_error(eid, None, missing, dataset)
     held = set.intersection(*(set(have[h]) for h in docs)) if docs else set()
     return Extraction(eid=eid, label=str(label), d_model=man.d_model,
                       n_layers=int(man.n_layers or max(held, default=0)), dtype=man.storage_dtype,

@@ -17,8 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..errors import SpecError
-from ..store import ArrayRef, LakeStore, layout, read_parquet
-from .frames import missing_documents_error
+from ..store import ArrayRef, LakeStore, layout
 
 DEFAULT_BLOCK_BYTES = 32 << 20  # float32 rows per block; reading one costs ~4x this transiently
 
@@ -65,7 +64,7 @@ def locate_docs(store: LakeStore, eid: str, hashes: Sequence[str], layer: int | 
     found = i + 1
     if found != len(hashes) or len(set(got)) != len(hashes):
         have = set(got)
-        raise missing_documents_error(store, eid, layer, [h for h in hashes if h not in have], dataset)
+        raise store.missing_documents_error(eid, layer, [h for h in hashes if h not in have], dataset)
     starts[len(hashes)] = table.num_rows
     return LayerLocation(eid, layer, list(hashes), table, starts, tokens)
 
@@ -171,8 +170,7 @@ def doc_losses(store: LakeStore, loc: LayerLocation) -> list[np.ndarray]:
     pick = pl.from_arrow(loc.table.select(["doc_hash", "shard"])).unique()
     frames = []
     for sid in sorted(set(pick["shard"].to_list())):
-        toks = read_parquet(store.fs, *layout.shard_file(loc.eid, sid, layout.TOKENS_FILE),
-                            columns=["doc_hash", "window", "position", "nll"])
+        toks = store.shard_table(loc.eid, sid, layout.TOKENS_FILE, columns=["doc_hash", "window", "position", "nll"])
         mine = pick.filter(pl.col("shard") == sid).select("doc_hash")
         frames.append(pl.from_arrow(toks).join(mine, on="doc_hash", how="semi"))
     if not frames:

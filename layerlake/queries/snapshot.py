@@ -18,7 +18,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from ..errors import NotFoundError
+from ..errors import IntegrityError, NotFoundError
 from ..store import ExtractionManifest, LakeStore, Placement, layout
 
 log = logging.getLogger(__name__)
@@ -100,6 +100,7 @@ class Snapshot:
                                                    placement=store.placement(eid))
         self.dataset_names: list[str] = [d[0] for d in self.key[1]]
         self._datasets: dict[str, pa.Table] = {}
+        self._checked = False
 
     # -- catalog ---------------------------------------------------------------------------
     def dataset(self, name: str) -> pa.Table:
@@ -111,7 +112,35 @@ class Snapshot:
         return self._datasets[name]
 
     def doc_index(self, eid: str) -> pa.Table:
+        self.check()
         return self.extractions[eid].placement.index
+
+    def check(self) -> None:
+        """IntegrityError unless every committed document is readable: the rule for readers of whole extractions.
+
+        Raised for a committed shard whose ``docs.parquet`` or commit marker is
+        damaged, and for a dataset linked to an extraction that holds fewer of
+        its documents than the link records (a lost commit marker): the SQL
+        relations never answer with those documents silently left out.
+        """
+        if self._checked:
+            return
+        for eid in self.extractions:
+            self.store.check_shards(eid)
+        for name in self.dataset_names:
+            links = self.store.dataset_links(name)
+            if not links:
+                continue
+            hashes = self.dataset(name).column("doc_hash").to_pylist()
+            for eid, link in sorted(links.items()):
+                if eid not in self.extractions:
+                    raise IntegrityError(f"dataset {name!r} links to extraction {eid}, which is not in lake "
+                                         f"{self.store.fs.url}; run `layerlake verify`")
+                held = self.extractions[eid].placement.layers_held
+                missing = [h for h in hashes if h not in held]
+                if len(hashes) - len(missing) < int(link.get("n_docs") or 0):
+                    raise self.store.missing_documents_error(eid, None, missing, name)
+        self._checked = True
 
     def dims(self) -> list[int]:
         return sorted({e.d_model for e in self.extractions.values() if e.d_model})
@@ -120,9 +149,10 @@ class Snapshot:
     @functools.cached_property
     def windows(self) -> pl.DataFrame:
         """Every committed window, one row per (extraction, shard, doc window)."""
+        self.check()
         frames = []
         for eid in self.extractions:
-            t = self.doc_index(eid)
+            t = self.extractions[eid].placement.index
             if t.num_rows == 0:
                 continue
             frames.append(pl.from_arrow(t.select(["doc_hash", "window", "char_offset", "n_tokens", "row_start",
@@ -136,6 +166,7 @@ class Snapshot:
         return pl.concat(frames, how="vertical_relaxed")
 
     def _per_extraction(self, part: Any, schema: dict[str, Any]) -> pl.DataFrame:
+        self.check()
         frames = [pl.from_arrow(t).with_columns(pl.lit(eid).alias("extraction"))
                   for eid, info in self.extractions.items() if (t := part(info.placement)).num_rows]
         if not frames:

@@ -333,7 +333,7 @@ def to_ranges(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray,
 def dataset_vectors(engine: "QueryEngine", dataset: str, model: str | None = None, layers: Any = "all",
                     docs: Sequence[str] | None = None) -> pl.LazyFrame:
     """``lake.vectors``: the dataset's token vectors as a LazyFrame, layer by layer in dataset order."""
-    from .frames import missing_documents_error, normalize_layers
+    from .frames import normalize_layers
 
     store = engine.store
     snap = engine.snapshot()
@@ -354,7 +354,7 @@ def dataset_vectors(engine: "QueryEngine", dataset: str, model: str | None = Non
         have = placed.filter(pl.col("layer") == layer)
         missing = hashes.join(have, on="doc_hash", how="anti")["doc_hash"].to_list()
         if missing:
-            raise missing_documents_error(store, eid, layer, missing, dataset)
+            raise store.missing_documents_error(eid, layer, missing, dataset)
     scope = VectorScope(extractions=(eid,), layers=((eid, tuple(layer_list)),), dataset=dataset,
                         name=f"vectors[{dataset}]")
     lf = VectorSource(engine, snap, scope).lazy()

@@ -8,20 +8,19 @@ shards committed at the time of the call.
 from __future__ import annotations
 
 import datetime as _dt
-import io
 import logging
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from ..errors import FormatVersionError, IntegrityError, LayerlakeError, NotFoundError, SpecError
 from . import layout
-from .fs import LakeFS
+from .fs import FileStat, LakeFS, unseal_json
+from .sealed import read_sealed, sealed_parquet
 from .hashing import json_hash
 from .layout import check_dataset_name
-from .manifests import ExtractionManifest, ShardManifest
+from .manifests import ExtractionManifest, ShardFile, ShardManifest
 from .placement import Placement
 from .reader import ChunkReader
 from .shards import DOCS_SCHEMA, check_bytes, read_parquet
@@ -29,7 +28,7 @@ from .shards import DOCS_SCHEMA, check_bytes, read_parquet
 log = logging.getLogger(__name__)
 
 FORMAT_NAME = "layerlake"
-FORMAT_VERSION = "1.0"
+FORMAT_VERSION = "1.1"  # 1.1: lake.json carries its crc32c; JSON files and dataset tables are checksummed
 
 
 class LakeStore:
@@ -44,7 +43,8 @@ class LakeStore:
         self._manifests: dict[tuple[str, str], ShardManifest] = {}  # commit markers never change once written
         self._damaged: dict[str, dict[str, str]] = {}
         self._checked: set[tuple[str, str, str]] = set()
-        self.reader = ChunkReader(self.fs)  # every array read of this handle goes through it (counted)
+        self._tables: dict[str, tuple[FileStat, pa.Table]] = {}  # dataset -> (file version checked, table)
+        self.reader = ChunkReader(self.fs, manifest=self.shard_manifest)  # every array read of this handle goes through it (counted)
         self._open_or_create()
 
     # -- lake.json -------------------------------------------------------------------------
@@ -53,19 +53,26 @@ class LakeStore:
         if fs.exists() and fs.isfile():
             raise SpecError(f"lake path {fs.url} is a file, not a directory; choose a directory path for the lake")
         if fs.exists(layout.LAKE_META):
-            meta = fs.read_json(layout.LAKE_META)
-            if meta.get("format") != FORMAT_NAME:
-                raise SpecError(f"{fs.url_of(layout.LAKE_META)} is not a layerlake lake (format={meta.get('format')!r})")
-            version = str(meta.get("format_version", "0"))
-            major = int(version.split(".")[0])
-            mine = int(FORMAT_VERSION.split(".")[0])
-            if major > mine:
+            where = fs.url_of(layout.LAKE_META)
+            raw = fs.read_json(layout.LAKE_META, verify=False)  # the version decides whether a checksum is due
+            meta = unseal_json(raw, where)  # a present checksum is checked before any field is trusted
+            if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
+                found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+                raise SpecError(f"{where} is not a layerlake lake (format={found!r})")
+            version = _version(meta.get("format_version", "0"), where)
+            if version[0] > _version(FORMAT_VERSION, where)[0]:
                 raise FormatVersionError(
-                    f"lake {fs.url} has format version {version}, newer than this layerlake supports "
-                    f"({FORMAT_VERSION}); upgrade layerlake (pip install -U layerlake) to open it"
+                    f"lake {fs.url} has format version {meta.get('format_version')}, newer than this layerlake "
+                    f"supports ({FORMAT_VERSION}); upgrade layerlake (pip install -U layerlake) to open it"
                 )
+            if version >= (1, 1):
+                unseal_json(raw, where, required=True)
             self.meta = meta
             return
+        if fs.exists() and any(fs.exists(d) for d in (layout.EXTRACTIONS, layout.DATASETS)):
+            raise IntegrityError(f"{fs.url_of(layout.LAKE_META)} is missing but {fs.url} holds a lake's "
+                                 f"{layout.EXTRACTIONS}/ or {layout.DATASETS}/ folder; restore lake.json (or run "
+                                 "`layerlake verify`) rather than open it as a new lake")
         if self.mode == "r":
             raise NotFoundError(f"no lake at {fs.url} (lake.json missing); create one with mode='a' or `layerlake ingest`")
         if fs.exists() and [n for n in fs.listdir() if not layout.is_temp(n)]:
@@ -144,8 +151,21 @@ class LakeStore:
         return self._catalog(eid)[1]
 
     def placement(self, eid: str) -> Placement:
-        """What the committed shards of ``eid`` hold and which shard serves what (see :mod:`.placement`)."""
+        """What the readable committed shards of ``eid`` hold and which shard serves what (see :mod:`.placement`).
+
+        Damaged shards are left out (see :meth:`damaged_shards`): a reader that
+        needs their documents raises :meth:`missing_documents_error`, a reader of
+        the whole extraction calls :meth:`check_shards` first.
+        """
         return self._catalog(eid)[2]
+
+    def check_shards(self, eid: str) -> None:
+        """IntegrityError naming the first damaged committed shard of ``eid`` (see :meth:`damaged_shards`)."""
+        damaged = self.damaged_shards(eid)
+        if damaged:
+            sid, why = sorted(damaged.items())[0]
+            raise IntegrityError(f"extraction {eid}: {len(damaged)} committed shard(s) are damaged, e.g. {sid}: "
+                                 f"{why}")
 
     def _catalog(self, eid: str) -> tuple[tuple[str, ...], pa.Table, Placement]:
         sids = tuple(sorted(self.commit_ids(eid)))
@@ -158,8 +178,7 @@ class LakeStore:
         for sid in sids:
             try:
                 man = self._read_manifest(eid, sid)
-                t = read_parquet(self.fs, *layout.shard_file(eid, sid, layout.DOCS_FILE),
-                                 expect=man.files.get(layout.DOCS_FILE))
+                t = self.shard_table(eid, sid, layout.DOCS_FILE)
             except IntegrityError as exc:
                 # a damaged shard hides its documents: reads that need them fail naming it (see damaged_shards),
                 # the rest of the extraction stays readable, and a re-run ingest recomputes them
@@ -188,6 +207,23 @@ class LakeStore:
     def shard_layers(self, eid: str, sid: str) -> list[int]:
         return list(self.shard_manifest(eid, sid).layers)
 
+    def shard_table(self, eid: str, sid: str, name: str, columns: list[str] | None = None) -> pa.Table:
+        """A committed shard's Parquet table (``docs.parquet``, ``tokens.parquet``), checked before it is decoded.
+
+        The file is read once and its size and crc32c compared with its commit
+        marker's entry; a file the marker does not list with a crc32c, a
+        missing file or any changed byte raises :class:`IntegrityError` naming it.
+        """
+        return read_parquet(self.fs, *layout.shard_file(eid, sid, name), columns=columns,
+                            expect=self._expected(eid, sid, name))
+
+    def _expected(self, eid: str, sid: str, name: str) -> ShardFile:
+        expect = self._read_manifest(eid, sid).files.get(name)
+        if expect is None or expect.crc32c is None:
+            raise IntegrityError(f"the commit marker of shard {sid} (extraction {eid}) lists no crc32c for {name}; "
+                                 "the marker is damaged — run `layerlake verify`")
+        return expect
+
     def checked_url(self, eid: str, sid: str, name: str) -> str:
         """URL of a committed shard's Parquet file after checking it against its commit marker.
 
@@ -199,9 +235,8 @@ class LakeStore:
         """
         key = (eid, sid, name)
         if key not in self._checked:
-            expect = self.shard_manifest(eid, sid).files.get(name)
-            if expect is None:
-                raise IntegrityError(f"the commit marker of shard {sid} (extraction {eid}) does not list {name}")
+            self.shard_manifest(eid, sid)  # NotFoundError when the shard is not committed
+            expect = self._expected(eid, sid, name)
             url = self.fs.url_of(*layout.shard_file(eid, sid, name))
             try:
                 data = self.fs.read_bytes(*layout.shard_file(eid, sid, name))
@@ -216,8 +251,39 @@ class LakeStore:
 
     def damaged_shards(self, eid: str) -> dict[str, str]:
         """Committed shards that :meth:`doc_index` had to skip (shard id -> what is wrong)."""
-        self.doc_index(eid)
+        self._catalog(eid)
         return dict(self._damaged.get(eid, {}))
+
+    def missing_documents_error(self, eid: str, layer: int | None, missing: Sequence[str],
+                                dataset: str | None = None, what: str | None = None) -> LayerlakeError:
+        """The error for documents that ``eid``'s committed shards do not hold (at ``layer``; None = tokens).
+
+        :class:`IntegrityError` when they were stored and are gone (a damaged shard,
+        or ``dataset`` was ingested into ``eid`` with that layer: a lost commit
+        marker): damage, not a request for something never computed.
+        :class:`NotFoundError` otherwise. ``what`` names what is missing
+        (default: the layer or tokens).
+        """
+        n = len(missing)
+        whose = f"of dataset {dataset!r} " if dataset is not None else ""
+        damaged = self.damaged_shards(eid)
+        if damaged:
+            sid, why = sorted(damaged.items())[0]
+            return IntegrityError(f"{n} document(s) {whose}are in damaged shard(s) of extraction {eid} "
+                                  f"({len(damaged)} shard(s), e.g. {sid}: {why})")
+        link = self.dataset_links(dataset).get(eid) if dataset is not None else None
+        if link is not None and (layer is None or layer in link.get("layers", [])):
+            return IntegrityError(
+                f"{n} document(s) {whose}that were ingested into extraction {eid} are missing from its committed "
+                f"shards, e.g. {list(missing[:2])} (a commit marker or shard was lost); run `layerlake verify`, "
+                "then re-run the ingest to recompute them"
+            )
+        what = what or (f"layer {layer}" if layer is not None else "tokens")
+        model = self.extraction(eid).model_name
+        return NotFoundError(
+            f"{n} document(s) {whose}have no {what} in extraction {eid} ({model}), e.g. {list(missing[:2])}; "
+            f"ingest them (e.g. `layerlake ingest ... --layers {layer if layer is not None else 'all'}`)"
+        )
 
     def covered_docs(self, eid: str, layers: Iterable[int] | None = None) -> set[str]:
         """Documents that committed shards hold (with every layer in ``layers``, if given)."""
@@ -227,15 +293,33 @@ class LakeStore:
 
     # -- datasets --------------------------------------------------------------------------
     def dataset_names(self) -> list[str]:
-        return [n for n in self.fs.listdir(layout.DATASETS) if self.fs.exists(*layout.dataset_docs(n))]
+        """Datasets with a table, or with links to extractions (then a missing table is damage)."""
+        return [n for n in self.fs.listdir(layout.DATASETS)
+                if self.fs.exists(*layout.dataset_docs(n)) or self.fs.listdir(*layout.links_dir(n))]
 
     def dataset_table(self, name: str) -> pa.Table:
-        """The dataset's documents in order: ``ordinal``, ``doc_hash``, ``text`` + metadata."""
-        if not self.fs.exists(*layout.dataset_docs(name)):
+        """The dataset's documents in order: ``ordinal``, ``doc_hash``, ``text`` + metadata.
+
+        Checked against the content checksum the file carries (:mod:`.sealed`)
+        once per version of the file and handle; damage, or a missing table of a
+        dataset that has links, raises :class:`IntegrityError` naming the file.
+        """
+        parts = layout.dataset_docs(name)
+        try:
+            stamp = self.fs.stat(*parts)
+        except FileNotFoundError:
+            if self.fs.listdir(*layout.links_dir(name)):
+                raise IntegrityError(f"{self.fs.url_of(*parts)} is missing but dataset {name!r} is linked to "
+                                     "extractions; run `layerlake verify`, then re-run its ingest") from None
             raise NotFoundError(
                 f"no dataset {name!r} in lake {self.fs.url}; known datasets: {', '.join(self.dataset_names()) or 'none'}"
-            )
-        return read_parquet(self.fs, *layout.dataset_docs(name))
+            ) from None
+        cached = self._tables.get(name)
+        if cached is not None and cached[0] == stamp and stamp.version is not None:
+            return cached[1]
+        table = read_sealed(self.fs, *parts, required=False)
+        self._tables[name] = (stamp, table)
+        return table
 
     def write_dataset(self, name: str, table: pa.Table) -> pa.Table:
         """Create the dataset or append documents it does not hold yet (atomic replace)."""
@@ -255,9 +339,7 @@ class LakeStore:
         else:
             merged = table.drop_columns(["ordinal"]) if "ordinal" in table.column_names else table
             merged = merged.add_column(0, "ordinal", pa.array(range(merged.num_rows), pa.int64()))
-        buf = io.BytesIO()
-        pq.write_table(merged, buf, compression="zstd")
-        self.fs.write_bytes_atomic(buf.getvalue(), *layout.dataset_docs(name))
+        self.fs.write_bytes_atomic(sealed_parquet(merged), *layout.dataset_docs(name))
         return merged
 
     def link_dataset(self, name: str, eid: str, record: dict[str, Any]) -> None:
@@ -314,6 +396,14 @@ class LakeStore:
         (:mod:`.placement`). Documents not held are left out.
         """
         return self.placement(eid).locate(doc_hashes, layer)
+
+
+def _version(value: Any, where: str) -> tuple[int, ...]:
+    """A ``"major.minor"`` format version as a tuple; IntegrityError naming the file when it is not one."""
+    try:
+        return tuple(int(p) for p in str(value).split("."))
+    except ValueError:
+        raise IntegrityError(f"{where}: bad format_version {value!r}; run `layerlake verify`") from None
 
 
 def _now() -> str:

@@ -81,7 +81,8 @@ def export_dataset(store: LakeStore, dataset: str, out: Any, *, models: Sequence
         eids = list(dict.fromkeys(store.resolve_extraction(dataset, m) for m in refs))
     parsed = None if layers is None else parse_layers(layers)
     layer_list = None if parsed in (None, "all") else list(parsed)
-    plans: dict[str, list[ShardPick]] = {eid: plan_picks(store, eid, hashes, layer_list, vectors) for eid in eids}
+    plans: dict[str, list[ShardPick]] = {eid: plan_picks(store, eid, hashes, layer_list, vectors, dataset=dataset)
+                                         for eid in eids}
 
     target, created = _open_target(out, storage_options)
     try:
@@ -141,7 +142,7 @@ def _write_export(store: LakeStore, target: LakeStore, dataset: str, eids: list[
                 if pick.whole:
                     for rel_in_shard, info in sorted(man.files.items()):
                         rel = layout.rel(layout.shard_file(eid, pick.shard, rel_in_shard))
-                        known[rel] = copy_file(src, rel, dst, size=info.size)
+                        known[rel] = copy_file(src, rel, dst, size=info.size, crc=info.crc32c)
                     rel = layout.rel(layout.commit_marker(eid, pick.shard))
                     known[rel] = copy_file(src, rel, dst)
                     new_man = man

@@ -19,6 +19,7 @@ import tempfile
 import uuid
 from typing import Any, Mapping
 
+import crc32c
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
@@ -135,12 +136,19 @@ class LakeFS:
     def read_bytes(self, *parts: str) -> bytes:
         return self._fs.cat_file(self.path(*parts))
 
-    def read_json(self, *parts: str) -> Any:
+    def read_json(self, *parts: str, verify: bool = True) -> Any:
+        """A JSON file's object; its ``crc32c`` self-checksum (see :func:`seal_json`) is checked and removed.
+
+        With ``verify=False`` the object is returned as stored (checksum field
+        included, not checked): for a caller that must look at a field first
+        (lake.json's format version) and then calls :func:`unseal_json`.
+        """
         raw = self.read_bytes(*parts)
         try:
-            return json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise IntegrityError(f"{self.url_of(*parts)} is not valid JSON ({exc}); run `layerlake verify`") from exc
+            obj = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise IntegrityError(f"{self.url_of(*parts)} is not valid JSON ({exc}); run `layerlake verify`") from None
+        return unseal_json(obj, self.url_of(*parts)) if verify else obj
 
     def open(self, *parts: str, mode: str = "rb") -> Any:
         """A file object (binary); a write mode needs a writable lake and creates the parent folders."""
@@ -254,7 +262,8 @@ class LakeFS:
         _fsync_dir(directory)
 
     def write_json_atomic(self, obj: Any, *parts: str) -> None:
-        self.write_bytes_atomic(canonical_json(obj, indent=2).encode(), *parts)
+        """Write a JSON object atomically, sealed with its ``crc32c`` self-checksum (:func:`seal_json`)."""
+        self.write_bytes_atomic(canonical_json(seal_json(obj), indent=2).encode(), *parts)
 
     def create_dir(self, files: Mapping[str, bytes], *parts: str, stage_in: tuple[str, ...]) -> None:
         """Create folder ``parts`` holding ``files`` (name -> bytes), so it never exists without them.
@@ -326,6 +335,49 @@ def _fsync_dir(directory: str) -> None:
         pass
     finally:
         os.close(fd)
+
+
+#: the self-checksum field of the lake's JSON files (lake.json, manifests, markers, aliases, links)
+CHECKSUM_KEY = "crc32c"
+
+
+def json_checksum(obj: Mapping[str, Any]) -> int:
+    """crc32c of the compact canonical JSON of ``obj`` without its checksum field."""
+    return crc32c.crc32c(canonical_json({k: v for k, v in obj.items() if k != CHECKSUM_KEY}).encode())
+
+
+def seal_json(obj: Any) -> Any:
+    """``obj`` with its :data:`CHECKSUM_KEY` field set (objects only; anything else is returned as is)."""
+    if not isinstance(obj, Mapping):
+        return obj
+    return {**{k: v for k, v in obj.items() if k != CHECKSUM_KEY}, CHECKSUM_KEY: json_checksum(obj)}
+
+
+def unseal_json(obj: Any, source: str, *, required: bool = False) -> Any:
+    """``obj`` without its checksum field, after checking it; IntegrityError naming ``source`` if it differs.
+
+    A JSON object without the field (written before checksums, or not by a
+    lake) is returned unchecked unless ``required``.
+    """
+    if not isinstance(obj, dict):
+        if required:
+            raise IntegrityError(f"{source} must be a JSON object with a {CHECKSUM_KEY!r} checksum; "
+                                 "run `layerlake verify`")
+        return obj
+    if CHECKSUM_KEY not in obj:
+        if required:
+            raise IntegrityError(f"{source} has no {CHECKSUM_KEY!r} checksum (the lake's format requires one); "
+                                 "the file was damaged or replaced — run `layerlake verify`")
+        return obj
+    body = {k: v for k, v in obj.items() if k != CHECKSUM_KEY}
+    try:
+        expected = json_checksum(body)
+    except (TypeError, ValueError):  # NaN or an unserialisable value cannot have been sealed
+        expected = None
+    if obj[CHECKSUM_KEY] != expected:
+        raise IntegrityError(f"{source} is damaged: its {CHECKSUM_KEY} checksum does not match its content; "
+                             "run `layerlake verify`")
+    return body
 
 
 def canonical_json(obj: Any, *, indent: int | None = None) -> str:

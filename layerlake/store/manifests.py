@@ -14,6 +14,7 @@ import re
 from typing import Any, Mapping
 
 from ..errors import IntegrityError
+from .fs import CHECKSUM_KEY
 from .layout import SHARD_ID_RE
 
 #: extraction ids, Jacobian sketch keys: a letter, digit or underscore, then letters, digits, '.', '_', '-'
@@ -195,7 +196,8 @@ class ExtractionManifest:
     @classmethod
     def from_json(cls, obj: Any, *, source: str) -> ExtractionManifest:
         r = _Reader(obj, source, "extraction manifest")
-        unknown = sorted(set(r.obj) - {f.name for f in dataclasses.fields(cls)})
+        # the crc32c self-checksum is checked by LakeFS.read_json; a reader of raw bytes (import) may still hold it
+        unknown = sorted(set(r.obj) - {f.name for f in dataclasses.fields(cls)} - {CHECKSUM_KEY})
         if unknown:
             raise r.fail(f"unknown key(s) {unknown}")
         model = r.mapping("model")

@@ -23,7 +23,7 @@ import dataclasses
 import logging
 import threading
 import time
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import zarr
@@ -33,7 +33,9 @@ from ..errors import IntegrityError, LakeIOError
 from . import layout
 from .arrays import to_float32
 from .fs import LakeFS
+from .manifests import ShardManifest
 from .safety import check_array
+from .shards import check_bytes
 
 log = logging.getLogger(__name__)
 
@@ -67,22 +69,32 @@ class ReadStats:
 
 @dataclasses.dataclass(frozen=True)
 class ArrayRef:
-    """One stored array of a committed shard: its folder in the lake and how messages name it."""
+    """One stored array: its folder in the lake, how messages name it and, for shard arrays, where it is listed.
+
+    ``shard`` (extraction id, shard id) and ``member`` (the array's folder inside
+    the shard folder) let the reader check the array's ``zarr.json`` against the
+    size and crc32c the shard's commit marker lists for it.
+    """
 
     parts: tuple[str, ...]
     what: str
+    shard: tuple[str, str] | None = None
+    member: str = ""
 
     @classmethod
     def hidden(cls, eid: str, shard: str, layer: int) -> "ArrayRef":
         """Hidden states of ``layer`` (``[rows, d_model]``)."""
         return cls(layout.hidden_array(eid, shard, layer),
-                   f"extraction {eid} shard {shard} layer {int(layer)}")
+                   f"extraction {eid} shard {shard} layer {int(layer)}", (eid, shard),
+                   f"{layout.HIDDEN_GROUP}/{layout.layer_name(layer)}")
 
     @classmethod
     def sketch(cls, eid: str, shard: str, key: str, layer: int, name: str) -> "ArrayRef":
         """Array ``name`` (``Y``, ``W``, ``Q``, ``B``, ``J`` or ``rows``) of sketch ``key`` at block ``layer``."""
-        return cls(layout.jacobian_group(eid, shard) + (layout.jacobian_member(key, layer, name),),
-                   f"extraction {eid} shard {shard} sketch {key} block {int(layer)} {name}")
+        member = layout.jacobian_member(key, layer, name)
+        return cls(layout.jacobian_group(eid, shard) + (member,),
+                   f"extraction {eid} shard {shard} sketch {key} block {int(layer)} {name}", (eid, shard),
+                   f"{layout.JACOBIAN_GROUP}/{member}")
 
 
 # the ReadStats of the fill running in this context; zarr runs a read's coroutines on its event-loop
@@ -128,8 +140,11 @@ class _CountingStore(WrapperStore):  # type: ignore[type-arg]
 class ChunkReader:
     """Reads rows of stored arrays into float32 outputs; one per lake handle, shared by every read of it."""
 
-    def __init__(self, fs: LakeFS, *, block_bytes: int = BLOCK_BYTES, max_open: int = 512) -> None:
+    def __init__(self, fs: LakeFS, *, block_bytes: int = BLOCK_BYTES, max_open: int = 512,
+                 manifest: Callable[[str, str], ShardManifest] | None = None) -> None:
         self.fs = fs
+        #: (extraction, shard) -> its commit marker; shard arrays are then checked against it when opened
+        self.manifest = manifest
         self.block_bytes = block_bytes
         self._arrays: collections.OrderedDict[tuple[str, ...], zarr.Array] = collections.OrderedDict()
         self._tail: dict[tuple[str, ...], tuple[int, np.ndarray]] = {}
@@ -147,6 +162,7 @@ class ChunkReader:
                 self._arrays.move_to_end(ref.parts)
                 return arr
         where = self.fs.url_of(*ref.parts)
+        man = self._check_metadata(ref, where)
         try:
             arr = zarr.open_array(_CountingStore(self.fs.zarr_store(*ref.parts, read_only=True)),
                                   mode="r", zarr_format=3)
@@ -163,12 +179,39 @@ class ChunkReader:
             raise IntegrityError(f"cannot open {where}: {type(exc).__name__}: {exc}; the array metadata is damaged "
                                  "or not a layerlake array — run `layerlake verify`") from None
         check_array(arr, where=where)
+        if man is not None and ref.member.startswith(layout.HIDDEN_GROUP + "/") and (
+                int(arr.shape[0]) != man.n_rows or (man.d_model is not None and int(arr.shape[-1]) != man.d_model)):
+            raise IntegrityError(f"{where} ({ref.what}) has shape {tuple(arr.shape)}, but its commit marker says "
+                                 f"{man.n_rows} rows of width {man.d_model}; run `layerlake verify`")
         with self._lock:
             self._arrays[ref.parts] = arr
             while len(self._arrays) > self._max_open:
                 old, _ = self._arrays.popitem(last=False)
                 self._tail.pop(old, None)
         return arr
+
+    def _check_metadata(self, ref: ArrayRef, where: str) -> ShardManifest | None:
+        """Check a shard array's ``zarr.json`` against its commit marker entry (size, crc32c) before zarr parses it."""
+        if ref.shard is None or self.manifest is None:
+            return None
+        man = self.manifest(*ref.shard)
+        rel = f"{ref.member}/zarr.json"
+        expect = man.files.get(rel)
+        if expect is None or expect.crc32c is None:
+            raise IntegrityError(f"{where} ({ref.what}): the shard's commit marker lists no crc32c for {rel}; "
+                                 "run `layerlake verify`")
+        try:
+            data = self.fs.read_bytes(*ref.parts, "zarr.json")
+        except FileNotFoundError:
+            raise IntegrityError(f"{where}/zarr.json ({ref.what}) is missing though its shard's commit marker lists "
+                                 "it; run `layerlake verify`") from None
+        except OSError as exc:
+            raise LakeIOError(f"cannot read {where}/zarr.json ({ref.what}): {type(exc).__name__}: {exc}; check the "
+                              "storage (permissions, disk, network) and retry") from exc
+        problem = check_bytes(data, expect)
+        if problem:
+            raise IntegrityError(f"{where}/zarr.json ({ref.what}) is damaged: {problem}; run `layerlake verify`")
+        return man
 
     def shape(self, ref: ArrayRef, stats: ReadStats | None = None) -> tuple[int, ...]:
         """Shape of the array (opening it counts its metadata bytes into ``stats``)."""

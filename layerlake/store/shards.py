@@ -377,24 +377,21 @@ def _parquet_bytes(table: pa.Table) -> bytes:
     return buf.getvalue()
 
 
-def read_parquet(lake: LakeFS, *parts: str, columns: list[str] | None = None,
-                 expect: ShardFile | None = None) -> pa.Table:
-    """Read a Parquet file of the lake; damage raises :class:`IntegrityError` naming the file.
+def read_parquet(lake: LakeFS, *parts: str, expect: ShardFile, columns: list[str] | None = None) -> pa.Table:
+    """Read a committed Parquet file of the lake; damage raises :class:`IntegrityError` naming the file.
 
-    ``expect`` is the file's entry in a commit marker (``size``, ``crc32c``):
-    the whole file is then read and checked before it is decoded, so any
-    flipped byte is caught, not just the ones Parquet's own structure notices.
+    ``expect`` is the file's entry in its commit marker (``size``, ``crc32c``):
+    the whole file is read and checked before it is decoded, so any flipped
+    byte is caught, not just the ones Parquet's own structure notices.
     """
     url = lake.url_of(*parts)
     try:
-        if expect is not None:
-            data = lake.read_bytes(*parts)
-            problem = check_bytes(data, expect)
-            if problem:
-                raise IntegrityError(f"{url} is damaged: {problem}; run `layerlake verify` and re-ingest the "
-                                     "affected documents")
-            return pq.read_table(pa.BufferReader(data), columns=columns)
-        return pq.read_table(lake.path(*parts), columns=columns, filesystem=lake.arrow_filesystem)
+        data = lake.read_bytes(*parts)
+        problem = check_bytes(data, expect)
+        if problem:
+            raise IntegrityError(f"{url} is damaged: {problem}; run `layerlake verify` and re-ingest the "
+                                 "affected documents")
+        return pq.read_table(pa.BufferReader(data), columns=columns)
     except IntegrityError:
         raise
     except FileNotFoundError:

@@ -24,9 +24,9 @@ from .arrays import merge_ranges, open_group
 from .catalog import LakeStore
 from .fs import LakeFS
 from .hashing import json_hash
-from .manifests import ShardManifest
+from .manifests import ShardFile, ShardManifest
 from .safety import check_array
-from .shards import ShardData, read_parquet
+from .shards import ShardData, check_bytes, read_parquet
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +54,14 @@ class ShardPick:
 
 
 def plan_picks(store: LakeStore, eid: str, doc_hashes: Sequence[str], layers: Sequence[int] | None,
-               vectors: bool = True) -> list[ShardPick]:
+               vectors: bool = True, dataset: str | None = None) -> list[ShardPick]:
     """Shard picks covering ``doc_hashes`` x ``layers`` of extraction ``eid``, each pair once.
 
     ``layers=None`` takes every layer stored for each document. With
     ``vectors=False`` only tokens and losses are taken (one shard per document).
-    Raises :class:`NotFoundError` if a document or (document, layer) is not stored.
+    Raises :class:`NotFoundError` if a document or (document, layer) is not stored
+    (:class:`IntegrityError` if it was stored and is lost: ``dataset`` names the
+    dataset the documents come from, see :meth:`LakeStore.missing_documents_error`).
     """
     placement = store.placement(eid)
     manifests = {m.shard: m for m in store.shard_manifests(eid)}
@@ -71,8 +73,7 @@ def plan_picks(store: LakeStore, eid: str, doc_hashes: Sequence[str], layers: Se
     layer_from = {h: {layer: by_layer[layer][h] for layer in ls} for h, ls in placement.layers_held.items()}
     absent = [h for h in wanted if h not in tokens_from]
     if absent:
-        raise NotFoundError(f"{len(absent)} document(s) (e.g. {absent[0][:12]}) are not stored in extraction {eid}; "
-                            "re-run the ingest that was interrupted, then export again")
+        raise store.missing_documents_error(eid, None, absent, dataset)
     chosen: dict[str, dict[str, set[int]]] = {}
     if not vectors:
         for h in wanted:
@@ -117,12 +118,14 @@ def read_subset(fs: LakeFS, eid: str, manifest: ShardManifest, docs: Iterable[st
     """
     sid = manifest.shard
     base = layout.shard_dir(eid, sid)
-    docs_t = read_parquet(fs, *base, layout.DOCS_FILE)
+    _check_array_metadata(fs, base, manifest)
+    docs_t = read_parquet(fs, *base, layout.DOCS_FILE, expect=_listed(fs, manifest, eid, layout.DOCS_FILE))
     if docs is not None:
         keep = pc.is_in(docs_t.column("doc_hash"), value_set=pa.array(sorted(set(docs)), pa.string()))
         docs_t = docs_t.filter(keep)
     docs_t = docs_t.sort_by([("row_start", "ascending")])
-    tokens_all = read_parquet(fs, *base, layout.TOKENS_FILE).sort_by([("row", "ascending")])
+    tokens_all = read_parquet(fs, *base, layout.TOKENS_FILE,
+                              expect=_listed(fs, manifest, eid, layout.TOKENS_FILE)).sort_by([("row", "ascending")])
     n_old = tokens_all.num_rows
     if n_old and tokens_all.column("row").to_pylist() != list(range(n_old)):
         raise IntegrityError(f"{fs.url_of(*base, layout.TOKENS_FILE)}: rows are not 0..{n_old - 1}; run `layerlake verify`")
@@ -195,3 +198,26 @@ def _jacobian_subset(fs: LakeFS, base: tuple[str, ...], manifest: ShardManifest,
         if layers_out:
             out[key] = {"attrs": dict(kg.attrs), "layers": layers_out}
     return out
+
+
+def _listed(fs: LakeFS, manifest: ShardManifest, eid: str, name: str) -> ShardFile:
+    """The commit marker's entry for a shard table; IntegrityError when the marker lists none."""
+    entry = manifest.files.get(name)
+    if entry is None or entry.crc32c is None:
+        raise IntegrityError(f"{fs.url_of(*layout.commit_marker(eid, manifest.shard))} lists no crc32c for {name}; "
+                             "run `layerlake verify`")
+    return entry
+
+
+def _check_array_metadata(fs: LakeFS, base: tuple[str, ...], manifest: ShardManifest) -> None:
+    """Every ``zarr.json`` of the shard against its commit-marker entry, before zarr opens any array."""
+    for rel, entry in sorted(manifest.files.items()):
+        if not rel.endswith("zarr.json"):
+            continue
+        try:
+            data = fs.read_bytes(*base, rel)
+        except FileNotFoundError:
+            raise IntegrityError(f"{fs.url_of(*base, rel)} is missing; run `layerlake verify`") from None
+        problem = check_bytes(data, entry)
+        if problem:
+            raise IntegrityError(f"{fs.url_of(*base, rel)} is damaged: {problem}; run `layerlake verify`")

@@ -19,6 +19,7 @@ from .catalog import LakeStore
 from .hashing import doc_hash
 from .layout import HIDDEN_GROUP, JACOBIAN_GROUP, WRITER_FILE
 from .manifests import ExtractionManifest, ShardManifest
+from .sealed import read_sealed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,7 +85,12 @@ def verify_lake(store: LakeStore, *, deep: bool = True,
             if bad:
                 problems.append(Problem(fs.url_of(*layout.dataset_docs(name)),
                                         f"{bad} row(s) whose text does not match its doc_hash (file damaged)"))
-        for eid in store.dataset_links(name):
+        try:
+            links = store.dataset_links(name)
+        except LayerlakeError as exc:  # a damaged link record (_verify_records names it)
+            problems.append(Problem(fs.url_of(*layout.links_dir(name)), f"unreadable link: {exc}"))
+            continue
+        for eid in links:
             if not fs.exists(*layout.extraction_meta(eid)):
                 problems.append(Problem(fs.url_of(*layout.link_file(name, eid)),
                                         f"links to missing extraction {eid}"))
@@ -94,7 +100,42 @@ def verify_lake(store: LakeStore, *, deep: bool = True,
                 problems.append(Problem(fs.url_of(*layout.dataset_dir(name)),
                                         f"{len(missing)} document(s) missing from extraction {eid} "
                                         "(a commit marker or shard was lost; re-run the ingest)"))
+    problems.extend(_verify_records(store))
+    problems.extend(_verify_metric_cache(store))
     return problems
+
+
+def _verify_records(store: LakeStore) -> list[Problem]:
+    """Alias and dataset-link records: valid JSON whose crc32c self-checksum (when present) matches."""
+    fs = store.fs
+    files = [layout.aliases_dir(eid) + (n,) for eid in fs.listdir(layout.EXTRACTIONS)
+             for n in fs.listdir(*layout.aliases_dir(eid)) if n.endswith(".json")]
+    files += [layout.links_dir(name) + (n,) for name in fs.listdir(layout.DATASETS)
+              for n in fs.listdir(*layout.links_dir(name)) if n.endswith(".json")]
+    out = []
+    for parts in files:
+        try:
+            obj = fs.read_json(*parts)
+        except (LayerlakeError, OSError) as exc:
+            out.append(Problem(fs.url_of(*parts), f"unreadable: {exc}"))
+            continue
+        if not isinstance(obj, dict):
+            out.append(Problem(fs.url_of(*parts), f"must be a JSON object, got {type(obj).__name__}"))
+    return out
+
+
+def _verify_metric_cache(store: LakeStore) -> list[Problem]:
+    """Metric-cache entries whose content checksum is missing or does not match (a read recomputes them)."""
+    fs = store.fs
+    out = []
+    for eid in fs.listdir(*layout.metrics_dir()):
+        for key in sorted(layout.metric_keys(fs.listdir(*layout.metrics_dir(eid)))):
+            try:
+                read_sealed(fs, *layout.metric_file(eid, key))
+            except (LayerlakeError, OSError) as exc:
+                out.append(Problem(fs.url_of(*layout.metric_file(eid, key)),
+                                   f"damaged metric-cache entry (the next `layerlake metric` recomputes it): {exc}"))
+    return out
 
 
 def _verify_shard(store: LakeStore, eid: str, sid: str, man: ShardManifest, deep: bool) -> list[Problem]:

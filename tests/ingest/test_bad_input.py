@@ -12,6 +12,7 @@ from transformers.modeling_outputs import BaseModelOutput
 
 import layerlake as ll
 from layerlake.ingest.models import load_model
+from layerlake.store import seal_json
 
 
 def _snapshot(path):
@@ -97,7 +98,7 @@ def test_lake_of_newer_version_and_file_path(tmp_path, tiny_gpt2, corpus):
     lake = ll.Lake(tmp_path / "lake")
     meta = json.loads((tmp_path / "lake" / "lake.json").read_text())
     meta["format_version"] = "2.0"
-    (tmp_path / "lake" / "lake.json").write_text(json.dumps(meta))
+    (tmp_path / "lake" / "lake.json").write_text(json.dumps(seal_json(meta)))  # a consistent newer lake.json
     with pytest.raises(ll.FormatVersionError, match="upgrade"):
         ll.Lake(tmp_path / "lake").ingest(str(tiny_gpt2), corpus[:1])
     (tmp_path / "file").write_text("x")

@@ -203,7 +203,7 @@ def test_damaged_array_metadata(damaged, capsys, fault_tally):
 
 
 def test_dataset_table_with_changed_text(damaged, capsys, fault_tally):
-    """Dataset tables have no checksum of their own, but every row's doc_hash is the hash of its text."""
+    """A dataset table carries its content checksum; and every row's doc_hash is the hash of its text."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     root, base = damaged
@@ -211,7 +211,13 @@ def test_dataset_table_with_changed_text(damaged, capsys, fault_tally):
     table = pq.read_table(path)
     texts = table.column("text").to_pylist()
     texts[3] = texts[3].replace("e", "3", 1)
-    pq.write_table(table.set_column(table.column_names.index("text"), "text", pa.array(texts)), path)
+    changed = table.set_column(table.column_names.index("text"), "text", pa.array(texts))
+    pq.write_table(changed, path)                       # the old content checksum over new values
+    code, err = verify_cli(root, capsys)
+    assert code == 1 and str(path) in err and "content checksum does not match" in err
+    with pytest.raises(IntegrityError, match="datasets/b/docs.parquet is damaged"):
+        ll.Lake(root).read_vectors("b")
+    pq.write_table(changed.replace_schema_metadata(None), path)  # a table without a checksum (before 1.1)
     code, err = verify_cli(root, capsys)
     assert code == 1 and str(path) in err and "doc_hash" in err
     fault_tally.record("corruption: dataset table", detected=1)

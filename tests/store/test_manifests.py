@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import layerlake as ll
 from layerlake.errors import IntegrityError
-from layerlake.store import ExtractionManifest, ShardManifest, SketchEntry
+from layerlake.store import ExtractionManifest, ShardManifest, SketchEntry, seal_json
 
 from .lakes import EID, synthetic_lake, texts
 
@@ -117,10 +117,15 @@ def test_lake_files_round_trip_and_damage_names_the_file(tmp_path: Path) -> None
     base = tmp_path / "lake" / "extractions" / EID
     for path in sorted((base / "commits").glob("*.json")):
         raw = json.loads(path.read_text())
-        assert lake.store.shard_manifest(EID, path.stem).to_json() == raw    # the on-disk format is unchanged
-    assert lake.store.extraction(EID).to_json() == json.loads((base / "extraction.json").read_text())
-    (base / "extraction.json").write_text(json.dumps(dict(json.loads((base / "extraction.json").read_text()),
-                                                          d_model="8")))
+        # the on-disk format is unchanged but for the crc32c self-checksum that every JSON file carries
+        assert seal_json(lake.store.shard_manifest(EID, path.stem).to_json()) == raw
+    assert seal_json(lake.store.extraction(EID).to_json()) == json.loads((base / "extraction.json").read_text())
+    original = (base / "extraction.json").read_text()
+    (base / "extraction.json").write_text(json.dumps(dict(json.loads(original), d_model="8")))
+    with pytest.raises(IntegrityError, match=r"extraction\.json is damaged: its crc32c checksum does not match"):
+        ll.Lake(tmp_path / "lake").store.extraction(EID)
+    # a consistently sealed but malformed manifest: the validation names the field
+    (base / "extraction.json").write_text(json.dumps(seal_json(dict(json.loads(original), d_model="8"))))
     fresh = ll.Lake(tmp_path / "lake")
     with pytest.raises(IntegrityError, match=r"extraction\.json: extraction manifest: 'd_model' must be"):
         fresh.store.extraction(EID)

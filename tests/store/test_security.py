@@ -9,12 +9,14 @@ import pickle
 import re
 from pathlib import Path
 
+import crc32c
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 import layerlake as ll
 from layerlake.errors import IntegrityError
+from layerlake.store import seal_json
 from layerlake.store.layout import EXPORT_MANIFEST as MANIFEST_NAME
 from layerlake.store.layout import safe_relpath
 
@@ -47,8 +49,11 @@ def _rewrite(exp: Path, rel: str, data: bytes) -> None:
     if len(parts) > 5 and parts[2] == "shards":
         crel = f"extractions/{parts[1]}/commits/{parts[3]}.json"
         commit = json.loads((exp / crel).read_text())
-        commit["files"]["/".join(parts[4:])] = {"size": len(data)}
-        cbytes = json.dumps(commit).encode()
+        entry = {"size": len(data)}
+        if rel.endswith(("zarr.json", ".parquet")):  # the files whose crc32c the commit marker holds
+            entry["crc32c"] = crc32c.crc32c(data)
+        commit["files"]["/".join(parts[4:])] = entry
+        cbytes = json.dumps(seal_json(commit)).encode()
         (exp / crel).write_bytes(cbytes)
         man["files"][crel] = {"size": len(cbytes), "sha256": hashlib.sha256(cbytes).hexdigest()}
     man["files"][rel] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
