@@ -14,7 +14,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..errors import IntegrityError, LayerlakeError, NotFoundError, SpecError
+from ..errors import NotFoundError, SpecError
 from ..store import ArrayRef, LakeStore, LayerSelection, layout
 from .remote import scan_lake_parquet
 
