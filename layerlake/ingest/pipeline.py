@@ -196,13 +196,18 @@ def plan_work(store: LakeStore, eid: str, corpus: Corpus, layers: list[int],
     return groups
 
 
+RESERVED_COLUMNS = ("doc_hash", "text", "ordinal")
+
+
 def dataset_table(corpus: Corpus) -> pa.Table:
     cols: dict[str, list[Any]] = {"doc_hash": [d.doc_hash for d in corpus.documents],
                                   "text": [d.text for d in corpus.documents]}
     for c in corpus.meta_columns:
-        if c in cols:
-            continue
-        cols[c] = [d.meta.get(c) for d in corpus.documents]
+        # a metadata column named like one layerlake keeps (doc_hash, text, ordinal) is stored as meta_<name>
+        name = f"meta_{c}" if c in RESERVED_COLUMNS else c
+        if name in cols:
+            raise SpecError(f"metadata columns {c!r} and {name!r} would both be stored as {name!r}; rename one")
+        cols[name] = [d.meta.get(c) for d in corpus.documents]
     try:
         return pa.table(cols)
     except (pa.ArrowInvalid, pa.ArrowTypeError):
