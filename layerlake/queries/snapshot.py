@@ -32,21 +32,10 @@ class ExtractionView:
     aliases: tuple[str, ...]
     placement: Placement
 
-    @property
-    def eid(self) -> str:
-        return self.manifest.extraction_id
-
-    @property
-    def model(self) -> str:
-        return self.manifest.model_name
-
-    @property
-    def d_model(self) -> int:
-        return self.manifest.d_model
-
-    @property
-    def dtype(self) -> str:
-        return self.manifest.storage_dtype
+    eid = property(lambda self: self.manifest.extraction_id, doc="the extraction id")
+    model = property(lambda self: self.manifest.model_name, doc="the model as given at ingest")
+    d_model = property(lambda self: self.manifest.d_model, doc="width of the hidden states")
+    dtype = property(lambda self: self.manifest.storage_dtype, doc="storage dtype of the hidden states")
 
     @functools.cached_property
     def layers(self) -> tuple[int, ...]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from ..errors import IntegrityError
 from .fs import CHECKSUM_KEY
@@ -57,19 +57,17 @@ class _Reader:
         return v
 
     def boolean(self, key: str) -> bool | None:
-        v = self._get(key, False)
-        if v is None and key not in self.obj:
-            return None
-        if not isinstance(v, bool):
-            raise self.fail(f"{key!r} must be true or false, got {v!r}")
-        return v
+        return self._typed(key, False, bool, "true or false", repr)
 
     def mapping(self, key: str, *, required: bool = True) -> dict[str, Any] | None:
+        return self._typed(key, required, dict, "a JSON object", lambda v: type(v).__name__)
+
+    def _typed(self, key: str, required: bool, kind: type, expected: str, shown: Callable[[Any], str]) -> Any:
         v = self._get(key, required)
         if v is None and key not in self.obj:
             return None
-        if not isinstance(v, dict):
-            raise self.fail(f"{key!r} must be a JSON object, got {type(v).__name__}")
+        if not isinstance(v, kind):
+            raise self.fail(f"{key!r} must be {expected}, got {shown(v)}")
         return v
 
     def ints(self, key: str) -> tuple[int, ...]:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -70,25 +70,17 @@ class Placement:
     @functools.cached_property
     def layers_held(self) -> dict[str, frozenset[int]]:
         """Document -> every hidden layer some committed shard holds for it (documents held at all)."""
-        held: dict[str, set[int]] = {}
-        for h, ls in zip(self.index.column("doc_hash").to_pylist(), self.index.column("layers").to_pylist()):
-            held.setdefault(h, set()).update(ls)
-        return {h: frozenset(ls) for h, ls in held.items()}
+        return _fold(self.index.column("doc_hash").to_pylist(), self.index.column("layers").to_pylist())
 
     @functools.cached_property
     def shard_docs(self) -> dict[str, frozenset[str]]:
         """Shard -> the documents its ``docs.parquet`` lists."""
-        docs: dict[str, set[str]] = {}
-        for h, sid in zip(self.index.column("doc_hash").to_pylist(), self.index.column("shard").to_pylist()):
-            docs.setdefault(sid, set()).add(h)
-        return {sid: frozenset(hs) for sid, hs in docs.items()}
+        return _fold(self.index.column("shard").to_pylist(), ([h] for h in self.index.column("doc_hash").to_pylist()))
 
     def blocks_held(self, key: str) -> dict[str, frozenset[int]]:
         """Document -> the blocks sketched under ``key`` for it (documents held at all; empty when none)."""
-        held: dict[str, set[int]] = {}
-        for h, sid in zip(self.index.column("doc_hash").to_pylist(), self.index.column("shard").to_pylist()):
-            held.setdefault(h, set()).update(self.sketches.get(sid, {}).get(key, ()))
-        return {h: frozenset(ls) for h, ls in held.items()}
+        return _fold(self.index.column("doc_hash").to_pylist(),
+                     (self.sketches.get(sid, {}).get(key, ()) for sid in self.index.column("shard").to_pylist()))
 
     def sketch_keys(self) -> dict[str, dict[str, tuple[int, ...]]]:
         """Sketch key -> {shard: blocks} over the committed shards."""
@@ -145,3 +137,11 @@ class Placement:
         flat = t.select(["shard", "doc_hash", "window", "row_start", "n_tokens"]).take(parents)
         flat = flat.add_column(0, "layer", layer.cast(pa.int32()))
         return serving_rows(flat, ["layer", "doc_hash"])
+
+
+def _fold(keys: Iterable[Any], values: Iterable[Iterable[Any]]) -> dict[Any, frozenset[Any]]:
+    """``key -> union of its values`` over paired rows."""
+    out: dict[Any, set[Any]] = {}
+    for k, vs in zip(keys, values):
+        out.setdefault(k, set()).update(vs)
+    return {k: frozenset(vs) for k, vs in out.items()}

@@ -163,21 +163,15 @@ class ChunkReader:
                 return arr
         where = self.fs.url_of(*ref.parts)
         man = self._check_metadata(ref, where)
-        try:
-            arr = zarr.open_array(_CountingStore(self.fs.zarr_store(*ref.parts, read_only=True)),
-                                  mode="r", zarr_format=3)
-        except FileNotFoundError:
-            # readers ask only for arrays that commit markers list: a missing one is damage
-            raise IntegrityError(f"{where} ({ref.what}) is missing though its shard's commit marker lists it; "
-                                 "run `layerlake verify`") from None
-        except OSError as exc:
-            raise LakeIOError(f"cannot open {where} ({ref.what}): {type(exc).__name__}: {exc}; check the "
-                              "storage (permissions, disk, network) and retry") from exc
-        except (MemoryError, KeyboardInterrupt):
-            raise
-        except Exception as exc:  # unparsable metadata, unknown (e.g. pickle) codecs: refuse, never decode
-            raise IntegrityError(f"cannot open {where}: {type(exc).__name__}: {exc}; the array metadata is damaged "
-                                 "or not a layerlake array — run `layerlake verify`") from None
+        with _listed_file(where, ref.what):
+            try:
+                arr = zarr.open_array(_CountingStore(self.fs.zarr_store(*ref.parts, read_only=True)),
+                                      mode="r", zarr_format=3)
+            except (OSError, MemoryError, KeyboardInterrupt):
+                raise
+            except Exception as exc:  # unparsable metadata, unknown (e.g. pickle) codecs: refuse, never decode
+                raise IntegrityError(f"cannot open {where}: {type(exc).__name__}: {exc}; the array metadata is "
+                                     "damaged or not a layerlake array — run `layerlake verify`") from None
         check_array(arr, where=where)
         if man is not None and ref.member.startswith(layout.HIDDEN_GROUP + "/") and (
                 int(arr.shape[0]) != man.n_rows or (man.d_model is not None and int(arr.shape[-1]) != man.d_model)):
@@ -200,14 +194,8 @@ class ChunkReader:
         if expect is None or expect.crc32c is None:
             raise IntegrityError(f"{where} ({ref.what}): the shard's commit marker lists no crc32c for {rel}; "
                                  "run `layerlake verify`")
-        try:
+        with _listed_file(f"{where}/zarr.json", ref.what):
             data = self.fs.read_bytes(*ref.parts, "zarr.json")
-        except FileNotFoundError:
-            raise IntegrityError(f"{where}/zarr.json ({ref.what}) is missing though its shard's commit marker lists "
-                                 "it; run `layerlake verify`") from None
-        except OSError as exc:
-            raise LakeIOError(f"cannot read {where}/zarr.json ({ref.what}): {type(exc).__name__}: {exc}; check the "
-                              "storage (permissions, disk, network) and retry") from exc
         problem = check_bytes(data, expect)
         if problem:
             raise IntegrityError(f"{where}/zarr.json ({ref.what}) is damaged: {problem}; run `layerlake verify`")
@@ -403,3 +391,16 @@ def _has_nan(raw: np.ndarray) -> bool:
     if raw.dtype.kind != "f":
         return False
     return bool(np.isnan(raw).any())
+
+
+@contextlib.contextmanager
+def _listed_file(where: str, what: str) -> Iterator[None]:
+    """Reading a file that a commit marker lists: missing is damage, any other OSError a storage failure."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise IntegrityError(f"{where} ({what}) is missing though its shard's commit marker lists it; "
+                             "run `layerlake verify`") from None
+    except OSError as exc:
+        raise LakeIOError(f"cannot read {where} ({what}): {type(exc).__name__}: {exc}; check the "
+                          "storage (permissions, disk, network) and retry") from exc
