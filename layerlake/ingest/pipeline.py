@@ -26,7 +26,8 @@ import pyarrow as pa
 from .. import progress as progress_bars
 from ..errors import SpecError
 from ..store import (
-    CaptureSpec, check_dataset_name, extraction_id, JacobianSketch, LakeStore, remove_dead_writers_shards,
+    CaptureSpec, check_dataset_name, extraction_id, hold_lease, JacobianSketch, LakeStore, release_lease,
+    remove_dead_writers_shards,
 )
 from .batching import model_max_length
 from .executors import check_ray_setup, run_local, run_ray
@@ -128,6 +129,7 @@ def ingest(store: LakeStore, model: Any, data: Any, *, dataset: str | None = Non
     resolved_max = spec0.max_length or model_max_length(lm.model, lm.tokenizer)
     spec = spec0.replace(max_length=resolved_max)
     eid = extraction_id(lm.fingerprint, spec.identity())
+    lease = hold_lease(store.fs, eid)  # gc keeps what this ingest writes while it runs
     store.create_extraction(eid, {
         "model": lm.info, "capture": spec.identity(), "d_model": lm.d_model, "n_layers": lm.n_layers,
         "is_causal": lm.is_causal, "dtype": spec.dtype, "tokenizer_class": type(lm.tokenizer).__name__,
@@ -159,6 +161,7 @@ def ingest(store: LakeStore, model: Any, data: Any, *, dataset: str | None = Non
     store.write_dataset(dataset, table)
     store.link_dataset(dataset, eid, {"model": lm.ref, "layers": sorted(set(layer_list)),
                                       "capture": spec.to_dict(), "n_docs": len(corpus.documents)})
+    release_lease(store.fs, lease)
     result = IngestResult(
         extraction_id=eid, dataset=dataset, model=lm.ref, n_docs=len(corpus.documents),
         computed_docs=len(computed), reused_docs=reused,
