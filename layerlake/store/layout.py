@@ -230,17 +230,17 @@ def safe_relpath(path: Any, *, where: str = "manifest") -> str:
     drive letters, hidden files and anything deeper than :data:`MAX_DEPTH`.
     """
     if not isinstance(path, str) or not path:
-        raise IntegrityError(f"{where}: path {path!r} is not a non-empty string; refusing the import")
+        raise IntegrityError(f"{where}: path {path!r} is not a non-empty string; refusing to use it")
     if path.startswith("/") or "\\" in path or ":" in path.split("/")[0]:
-        raise IntegrityError(f"{where}: path {path!r} is absolute or not POSIX; refusing the import")
+        raise IntegrityError(f"{where}: path {path!r} is absolute or not POSIX; refusing to use it")
     parts = path.split("/")
     if len(parts) > MAX_DEPTH:
-        raise IntegrityError(f"{where}: path {path!r} is deeper than {MAX_DEPTH} levels; refusing the import")
+        raise IntegrityError(f"{where}: path {path!r} is deeper than {MAX_DEPTH} levels; refusing to use it")
     for part in parts:
         if part in ("", ".", "..") or not COMPONENT_RE.match(part):
             raise IntegrityError(
                 f"{where}: path {path!r} has an unsafe component {part!r} (allowed: letters, digits, '.', '_', '-', "
-                "not starting with '.'); refusing the import")
+                "not starting with '.'); refusing to use it")
     return path
 
 
