@@ -281,21 +281,25 @@ def _live_writer_inside(store: LakeStore, eid: str, writer_alive: _LivenessCache
     return False
 
 
-def hold_lease(fs: LakeFS, eid: str) -> tuple[str, ...]:
+def hold_lease(fs: LakeFS, eid: str) -> tuple[str, ...] | None:
     """Record that this process writes extraction ``eid``: gc keeps the extraction until :func:`release_lease`.
 
-    Returns the lease's path parts. A lease left by a process that died is
-    removed by the next gc on its host (on other hosts, after the grace period).
+    Returns the lease's path parts (None on a read-only lake: nothing is written
+    there). A lease left by a process that died is removed by the next gc on its
+    host (on other hosts, after the grace period).
     """
+    if fs.read_only:
+        return None
     record = writer_record()
     parts = layout.lease_file(eid, json_hash(record, 16))
     fs.write_json_atomic(record, *parts)
     return parts
 
 
-def release_lease(fs: LakeFS, parts: tuple[str, ...]) -> None:
+def release_lease(fs: LakeFS, parts: tuple[str, ...] | None) -> None:
     """Remove a lease taken with :func:`hold_lease`."""
-    fs.rm(*parts)
+    if parts is not None:
+        fs.rm(*parts)
 
 
 def _leases(store: LakeStore, eid: str, writer_alive: _LivenessCache, now: float,

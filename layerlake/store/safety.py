@@ -119,6 +119,9 @@ def bounded_json_loads(raw: bytes | str, where: str) -> Any:
                              "layerlake reads; refusing it")
     try:
         obj = json.loads(raw)
+    except UnicodeDecodeError as exc:
+        raise IntegrityError(f"{where}: not UTF-8 JSON ({exc.reason} at byte {exc.start}); the file is damaged — "
+                             "run `layerlake verify`") from None
     except RecursionError:
         raise IntegrityError(f"{where}: JSON nested too deeply to read; the file is damaged or hostile — run "
                              "`layerlake verify`") from None

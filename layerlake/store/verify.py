@@ -72,8 +72,12 @@ def verify_lake(store: LakeStore, *, deep: bool = True,
             except (LayerlakeError, OSError) as exc:
                 problems.append(Problem(fs.url_of(*layout.commit_marker(eid, sid)), f"unreadable commit marker: {exc}"))
                 continue
-            hostile = _hostile_shard(store, eid, sid, man)
-            problems.extend(hostile if hostile else _verify_shard(store, eid, sid, man, deep))
+            unsafe = _unsafe_paths(store, eid, sid, man)
+            if unsafe:   # nothing of this shard is opened
+                problems.extend(unsafe)
+            else:
+                bad_meta = _untrusted_metadata(store, eid, sid, man)
+                problems.extend(bad_meta + _verify_shard(store, eid, sid, man, deep, decode=not bad_meta))
             if on_shard:
                 on_shard(sid)
         for sid in shard_dirs:
@@ -112,7 +116,8 @@ def verify_lake(store: LakeStore, *, deep: bool = True,
     return problems
 
 
-def _verify_shard(store: LakeStore, eid: str, sid: str, man: ShardManifest, deep: bool) -> list[Problem]:
+def _verify_shard(store: LakeStore, eid: str, sid: str, man: ShardManifest, deep: bool, *,
+                  decode: bool = True) -> list[Problem]:
     fs = store.fs
     base = layout.shard_dir(eid, sid)
     out: list[Problem] = []
@@ -131,7 +136,7 @@ def _verify_shard(store: LakeStore, eid: str, sid: str, man: ShardManifest, deep
     for rel in on_disk:
         if rel not in man.files and rel != WRITER_FILE:  # the writer record is not shard data
             out.append(Problem(fs.url_of(*base, rel), "file not listed in the commit marker (orphan)"))
-    if deep and not out:
+    if deep and decode and not out:
         for group_name in (HIDDEN_GROUP, JACOBIAN_GROUP):
             if any(r.startswith(group_name + "/") for r in on_disk):
                 out.extend(_verify_group(fs, base, group_name))
@@ -144,10 +149,9 @@ def _special(fs: Any, folder: tuple[str, ...]) -> list[Problem]:
             for path, why in fs.special_entries(*folder)]
 
 
-def _hostile_shard(store: LakeStore, eid: str, sid: str, man: ShardManifest) -> list[Problem]:
-    """The checks reads apply to untrusted shards: paths, links, Zarr metadata and bounds, table schemas."""
+def _unsafe_paths(store: LakeStore, eid: str, sid: str, man: ShardManifest) -> list[Problem]:
+    """Paths of the commit marker that are not safe relative paths, and links or special files in the shard."""
     fs = store.fs
-    base = layout.shard_dir(eid, sid)
     marker = fs.url_of(*layout.commit_marker(eid, sid))
     out: list[Problem] = []
     for rel in man.files:
@@ -155,9 +159,14 @@ def _hostile_shard(store: LakeStore, eid: str, sid: str, man: ShardManifest) -> 
             safe_relpath(rel, where=marker)
         except LayerlakeError as exc:
             out.append(Problem(marker, str(exc)))
-    out += _special(fs, base)
-    if out:
-        return out   # nothing of this shard is opened
+    return out + _special(fs, layout.shard_dir(eid, sid))
+
+
+def _untrusted_metadata(store: LakeStore, eid: str, sid: str, man: ShardManifest) -> list[Problem]:
+    """The checks reads apply before decoding: Zarr codecs, data types, bounds and shapes; table schemas."""
+    fs = store.fs
+    base = layout.shard_dir(eid, sid)
+    out: list[Problem] = []
     for rel in man.files:
         where = fs.url_of(*base, rel)
         try:
@@ -173,6 +182,8 @@ def _hostile_shard(store: LakeStore, eid: str, sid: str, man: ShardManifest) -> 
             continue   # reported as missing by _verify_shard
         except LayerlakeError as exc:
             out.append(Problem(where, str(exc)))
+        except ValueError as exc:  # json.JSONDecodeError
+            out.append(Problem(where, f"not valid JSON ({exc})"))
     return out
 
 
