@@ -57,7 +57,7 @@ import pyarrow.parquet as pq
 from ..errors import LayerlakeError, SpecError
 from . import layout
 from .catalog import LakeStore
-from .fs import LakeFS
+from .fs import LakeFS, canonical_json
 from .hashing import json_hash
 from .shards import writer_record
 from .layout import EXTRACTION_ID_RE, check_dataset_name
@@ -65,6 +65,8 @@ from .layout import EXTRACTION_ID_RE, check_dataset_name
 log = logging.getLogger(__name__)
 
 DEFAULT_GRACE_SECONDS = 3600.0
+#: an unreadable lease younger than this is being written, whatever the grace period
+PARTIAL_LEASE_SECONDS = 60.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -292,7 +294,14 @@ def hold_lease(fs: LakeFS, eid: str) -> tuple[str, ...] | None:
         return None
     record = writer_record()
     parts = layout.lease_file(eid, json_hash(record, 16))
-    fs.write_json_atomic(record, *parts)
+    data = canonical_json(record).encode()
+    for attempt in range(3):
+        try:   # written in place, not through a temporary file a concurrent gc could take for garbage
+            fs.write_bytes(data, *parts)
+            return parts
+        except FileNotFoundError:   # a concurrent gc removed the empty folder just created: create it again
+            if attempt == 2:
+                raise
     return parts
 
 
@@ -314,10 +323,15 @@ def _leases(store: LakeStore, eid: str, writer_alive: _LivenessCache, now: float
         if layout.is_temp(name):
             continue
         try:
-            record = fs.read_json(*parts)
             st = fs.stat(*parts)
-        except (OSError, LayerlakeError):
-            continue   # removed meanwhile, or unreadable: verify reports damage
+        except OSError:
+            continue   # removed meanwhile
+        try:
+            record = fs.read_json(*parts)
+        except (OSError, LayerlakeError):   # being written (or damaged): a lease until it is clearly old
+            if st.mtime is None or now - st.mtime < max(grace_seconds, PARTIAL_LEASE_SECONDS):
+                held = True
+            continue
         local = isinstance(record, Mapping) and record.get("host") == host
         if writer_alive(record) or (isinstance(record, Mapping) and record.get("pid") == os.getpid() and local):
             held = True
