@@ -6,6 +6,10 @@
 
 Exit codes: 0 success, 1 runtime error (damaged data, failed write), 2 bad input
 or usage. Errors are one line on stderr; set LAYERLAKE_DEBUG=1 for tracebacks.
+Run as the ``layerlake`` program (``main()`` without arguments), the process
+ends right after the command, with its exit code: native thread pools of
+zarr, DuckDB and torch are not torn down at interpreter exit, where they can
+abort the process ("terminate called without an active exception").
 """
 
 from __future__ import annotations
@@ -43,6 +47,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; ``argv=None`` (the program) exits the process with the code, others return it."""
+    if argv is not None:
+        return _run(argv)
+    try:
+        code = _run(argv)
+    except SystemExit as exc:  # argparse: --help, usage errors
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+        if not isinstance(exc.code, (int, type(None))):
+            print(exc.code, file=sys.stderr)
+    _exit(code)
+    return code  # not reached
+
+
+def _exit(code: int) -> None:
+    """Flush what was written and end the process now, skipping the interpreter's teardown."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # closed or broken pipe: nothing more can be written anyway
+            pass
+    logging.shutdown()
+    os._exit(code)
+
+
+def _run(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from typing import Any, Callable
 
@@ -66,6 +67,7 @@ def _add_ingest(sub: Any) -> None:
 
 def _cmd_ingest(args: Any) -> int:
     from .. import JacobianSketch, SpecError
+    _check_ingest_args(args)
     jac = None
     if args.jacobian_k:
         jac = JacobianSketch(k=args.jacobian_k, l=args.jacobian_l, positions=args.jacobian_positions,
@@ -94,6 +96,19 @@ def _cmd_ingest(args: Any) -> int:
                          **opts)
     print(result.summary())
     return 0
+
+
+_DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d{1,3})?)$")
+
+
+def _check_ingest_args(args: Any) -> None:
+    """Refuse ingest options that cannot work, before the model is loaded."""
+    from .. import SpecError
+    if args.batch_tokens is not None and args.batch_tokens <= 0:
+        raise SpecError(f"--batch-tokens {args.batch_tokens} must be a positive number of tokens (e.g. 4096)")
+    if not _DEVICE_RE.match(args.device):
+        raise SpecError(f"--device {args.device!r} is not a device layerlake can use; give auto, cpu, cuda, cuda:N "
+                        "or mps")
 
 
 # -- ls / verify ------------------------------------------------------------------------------

@@ -26,7 +26,8 @@ import pyarrow as pa
 from .. import progress as progress_bars
 from ..errors import SpecError
 from ..store import (
-    CaptureSpec, check_dataset_name, extraction_id, JacobianSketch, LakeStore, remove_dead_writers_shards,
+    CaptureSpec, check_dataset_name, extraction_id, hold_lease, JacobianSketch, LakeStore, release_lease,
+    remove_dead_writers_shards,
 )
 from .batching import model_max_length
 from .executors import check_ray_setup, run_local, run_ray
@@ -128,37 +129,41 @@ def ingest(store: LakeStore, model: Any, data: Any, *, dataset: str | None = Non
     resolved_max = spec0.max_length or model_max_length(lm.model, lm.tokenizer)
     spec = spec0.replace(max_length=resolved_max)
     eid = extraction_id(lm.fingerprint, spec.identity())
-    store.create_extraction(eid, {
-        "model": lm.info, "capture": spec.identity(), "d_model": lm.d_model, "n_layers": lm.n_layers,
-        "is_causal": lm.is_causal, "dtype": spec.dtype, "tokenizer_class": type(lm.tokenizer).__name__,
-    })
-    store.add_alias(eid, lm.ref)
-    if not store.fs.read_only:
-        remove_dead_writers_shards(store.fs, eid)  # what a killed earlier run of this job left half-written
+    lease = hold_lease(store.fs, eid)  # gc keeps what this ingest writes while it runs
+    try:
+        store.create_extraction(eid, {
+            "model": lm.info, "capture": spec.identity(), "d_model": lm.d_model, "n_layers": lm.n_layers,
+            "is_causal": lm.is_causal, "dtype": spec.dtype, "tokenizer_class": type(lm.tokenizer).__name__,
+        })
+        store.add_alias(eid, lm.ref)
+        if not store.fs.read_only:
+            remove_dead_writers_shards(store.fs, eid)  # what a killed earlier run of this job left half-written
 
-    jac_want = None
-    if spec.jacobian is not None:
-        jac = sketch_capture(spec)
-        jac.prepare(lm)  # k, l <= d, block layers, capturable blocks: checked before any compute
-        jac_want = (jac.key, jac.layers)
-    plan = plan_work(store, eid, corpus, layer_list, jacobian=jac_want)
-    computed = {h for g in plan.values() for h in g}
-    reused = len(corpus.documents) - len(computed)
-    with progress_bars.override(progress):
-        if executor == "ray" and computed:
-            stats = run_ray(store, eid, lm, corpus, plan, spec, batch_tokens=batch_tokens, shard_bytes=shard_bytes,
-                            shard_seconds=shard_seconds, options=executor_options or {},
-                            load_kwargs=dict(model=model, tokenizer=tokenizer, gguf_file=gguf_file,
-                                             revision=revision, model_dtype=model_dtype,
-                                             attn_implementation=attn_implementation, model_name=model_name,
-                                             device=device))
-        else:
-            stats = run_local(store, eid, lm, corpus, plan, spec, batch_tokens=batch_tokens,
-                              shard_bytes=shard_bytes, shard_seconds=shard_seconds)
-    table = dataset_table(corpus)
-    store.write_dataset(dataset, table)
-    store.link_dataset(dataset, eid, {"model": lm.ref, "layers": sorted(set(layer_list)),
-                                      "capture": spec.to_dict(), "n_docs": len(corpus.documents)})
+        jac_want = None
+        if spec.jacobian is not None:
+            jac = sketch_capture(spec)
+            jac.prepare(lm)  # k, l <= d, block layers, capturable blocks: checked before any compute
+            jac_want = (jac.key, jac.layers)
+        plan = plan_work(store, eid, corpus, layer_list, jacobian=jac_want)
+        computed = {h for g in plan.values() for h in g}
+        reused = len(corpus.documents) - len(computed)
+        with progress_bars.override(progress):
+            if executor == "ray" and computed:
+                stats = run_ray(store, eid, lm, corpus, plan, spec, batch_tokens=batch_tokens, shard_bytes=shard_bytes,
+                                shard_seconds=shard_seconds, options=executor_options or {},
+                                load_kwargs=dict(model=model, tokenizer=tokenizer, gguf_file=gguf_file,
+                                                 revision=revision, model_dtype=model_dtype,
+                                                 attn_implementation=attn_implementation, model_name=model_name,
+                                                 device=device))
+            else:
+                stats = run_local(store, eid, lm, corpus, plan, spec, batch_tokens=batch_tokens,
+                                  shard_bytes=shard_bytes, shard_seconds=shard_seconds)
+        table = dataset_table(corpus)
+        store.write_dataset(dataset, table)
+        store.link_dataset(dataset, eid, {"model": lm.ref, "layers": sorted(set(layer_list)),
+                                          "capture": spec.to_dict(), "n_docs": len(corpus.documents)})
+    finally:
+        release_lease(store.fs, lease)
     result = IngestResult(
         extraction_id=eid, dataset=dataset, model=lm.ref, n_docs=len(corpus.documents),
         computed_docs=len(computed), reused_docs=reused,

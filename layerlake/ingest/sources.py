@@ -6,6 +6,11 @@ file, sorted by name), ``.jsonl``, ``.parquet``, ``.csv`` (``text_column``), a
 polars or pandas DataFrame, or a Hugging Face ``datasets.Dataset``. Every other
 column is kept as document metadata. Empty documents are skipped and counted;
 repeated texts are kept once (first occurrence) and counted.
+
+Lines of ``.txt`` and ``.jsonl`` files end at ``\n`` (or ``\r\n``) only: other
+Unicode line separators (U+2028, ...) are text. Metadata must fit a Parquet
+column: nested at most :data:`MAX_META_DEPTH` levels, integers within int64;
+anything else is refused before the lake is touched.
 """
 
 from __future__ import annotations
@@ -18,6 +23,10 @@ from typing import Any, Iterable
 
 from ..errors import NotFoundError, SpecError
 from ..store import doc_hash
+
+#: how deeply lists and objects may nest in one metadata value
+MAX_META_DEPTH = 32
+_INT64 = (-(1 << 63), (1 << 63) - 1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,12 +79,39 @@ def load_corpus(data: Any, *, text_column: str = "text") -> Corpus:
             n_dup += 1
             continue
         seen.add(h)
+        for key, value in meta.items():
+            _check_meta(value, source, i + 1, key)
         docs.append(Document(text=text, doc_hash=h, meta=meta))
     if not docs:
         raise SpecError(
             f"{source}: the corpus is empty ({n_empty} empty document(s) skipped); give at least one non-empty text"
         )
     return Corpus(documents=docs, source=source, n_empty=n_empty, n_duplicates=n_dup)
+
+
+def _check_meta(value: Any, source: str, row: int, key: str) -> None:
+    """Refuse a metadata value a Parquet dataset table cannot hold (too deep, an integer beyond int64)."""
+    stack = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, bool):
+            continue
+        if isinstance(v, int) and not _INT64[0] <= v <= _INT64[1]:
+            raise SpecError(f"{source}: row {row}: metadata {key!r} holds the integer {str(v)[:30]}..., beyond "
+                            "int64; store it as a string")
+        if isinstance(v, (list, tuple, dict)):
+            if depth > MAX_META_DEPTH:
+                raise SpecError(f"{source}: row {row}: metadata {key!r} nests lists/objects more than "
+                                f"{MAX_META_DEPTH} levels deep; flatten it or store it as a JSON string")
+            stack.extend((x, depth + 1) for x in (v.values() if isinstance(v, dict) else v))
+
+
+def _lines(text: str) -> list[str]:
+    """The lines of a text file: split at ``\n``, a trailing ``\r`` removed (not at U+2028 and the like)."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
 
 
 def _rows(data: Any, text_column: str) -> tuple[str, Iterable[tuple[Any, dict[str, Any]]]]:
@@ -147,18 +183,20 @@ def _rows_from_path(path: Path, text_column: str) -> tuple[str, list[tuple[Any, 
     suffix = path.suffix.lower()
     if suffix in (".txt", ".text", ".md"):
         text = _read_text(path)
-        return str(path), [(line, {"line": i + 1}) for i, line in enumerate(text.splitlines()) if line.strip()]
+        return str(path), [(line, {"line": i + 1}) for i, line in enumerate(_lines(text)) if line.strip()]
     if suffix in (".jsonl", ".ndjson"):
         text = _read_text(path)
         rows = []
         columns: dict[str, None] = {}
-        for i, line in enumerate(text.splitlines()):
+        for i, line in enumerate(_lines(text)):
             if not line.strip():
                 continue
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise SpecError(f"{path}: line {i + 1} is not valid JSON ({exc.msg}); fix or remove that line") from None
+            except RecursionError:
+                raise SpecError(f"{path}: line {i + 1} nests JSON too deeply to read; flatten that line") from None
             if not isinstance(rec, dict):
                 raise SpecError(f"{path}: line {i + 1} is a JSON {type(rec).__name__}, expected an object")
             columns.update(dict.fromkeys(rec))

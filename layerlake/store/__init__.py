@@ -7,7 +7,7 @@ from . import layout
 from .catalog import FORMAT_VERSION, LakeStore
 from .export import ExportReport, export_dataset
 from .fs import FileStat, LakeFS, canonical_json, seal_json, unseal_json
-from .gc import GCReport, collect_garbage, remove_dataset
+from .gc import GCReport, collect_garbage, hold_lease, release_lease, remove_dataset
 from .hashing import doc_hash, extraction_id, json_hash
 from .importer import ImportReport, import_lake, verify_export
 from .layout import check_dataset_name
@@ -29,7 +29,8 @@ __all__ = [
     "canonical_json", "seal_json", "unseal_json",
     "doc_hash", "extraction_id", "json_hash", "DOCS_SCHEMA", "TOKENS_SCHEMA", "ShardData",
     "read_parquet", "write_shard", "CaptureSpec", "JacobianSketch", "LayerSelection", "parse_layers",
-    "ExportReport", "export_dataset", "GCReport", "collect_garbage", "remove_dataset", "ImportReport", "import_lake",
+    "ExportReport", "export_dataset", "GCReport", "collect_garbage", "remove_dataset", "hold_lease", "release_lease",
+    "ImportReport", "import_lake",
     "verify_export", "verify_lake", "ShardBuilder", "abandon_shard", "commit_shard", "new_shard_id",
     "remove_dead_writers_shards", "write_shard_data", "polars_reads_natively", "polars_storage_options",
     "check_test_matrix", "sketch_attrs", "sketch_key", "sketch_matrices", "ArrayRef", "ChunkReader", "ReadStats",

@@ -26,7 +26,7 @@ from ..progress import track
 from . import layout
 from .catalog import LakeStore
 from .fs import LakeFS, canonical_json
-from .layout import EXPORT_CARD, EXPORT_MANIFEST, WRITER_FILE
+from .layout import EXPORT_CARD, EXPORT_MANIFEST, WRITER_FILE, safe_relpath
 from .shards import write_shard
 from .specs import parse_layers
 from .subset import ShardPick, plan_picks, read_subset
@@ -140,7 +140,9 @@ def _write_export(store: LakeStore, target: LakeStore, dataset: str, eids: list[
             for pick in plans[eid]:
                 man = manifests[pick.shard]
                 if pick.whole:
+                    marker = src.url_of(*layout.commit_marker(eid, pick.shard))
                     for rel_in_shard, info in sorted(man.files.items()):
+                        safe_relpath(rel_in_shard, where=marker)   # nothing outside the shard is read or written
                         rel = layout.rel(layout.shard_file(eid, pick.shard, rel_in_shard))
                         known[rel] = copy_file(src, rel, dst, size=info.size, crc=info.crc32c)
                     rel = layout.rel(layout.commit_marker(eid, pick.shard))

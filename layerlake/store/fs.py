@@ -25,6 +25,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from ..errors import IntegrityError, ReadOnlyError, SpecError
 from .layout import TMP_PREFIX
+from .safety import bounded_json_loads
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +65,7 @@ class LakeFS:
         self.url = url
         self.storage_options = dict(storage_options or {})
         self.root = os.path.abspath(root) if self._local else root.rstrip("/")
+        self._real_root = os.path.realpath(self.root) if self._local else self.root
         self.read_only = read_only
         self.supports_rename = self._local
         self.supports_fsync = self._local
@@ -74,7 +76,21 @@ class LakeFS:
 
     # -- addresses -----------------------------------------------------------------------
     def path(self, *parts: str) -> str:
-        """The filesystem path of ``parts`` (an OS path locally, protocol stripped elsewhere)."""
+        """The filesystem path of ``parts`` (an OS path locally, protocol stripped elsewhere).
+
+        Locally, a path that resolves outside the lake root (through a symbolic
+        link or ``..``) raises :class:`IntegrityError`: nothing is read or written there.
+        """
+        p = self._join(parts)
+        if parts and self._local:
+            real = os.path.realpath(p)
+            if real != self._real_root and not real.startswith(self._real_root.rstrip(os.sep) + os.sep):
+                raise IntegrityError(f"{p} resolves to {real}, outside the lake folder {self.root} (a symbolic link "
+                                     "or '..'); refusing to read or write it")
+        return p
+
+    def _join(self, parts: tuple[str, ...]) -> str:
+        """:meth:`path` without the check, for listing only (existence and names are not contents)."""
         return posixpath.join(self.root, *parts) if parts else self.root
 
     def url_of(self, *parts: str) -> str:
@@ -128,10 +144,10 @@ class LakeFS:
 
     # -- reads ---------------------------------------------------------------------------
     def exists(self, *parts: str) -> bool:
-        return bool(self._fs.exists(self.path(*parts)))
+        return bool(self._fs.exists(self._join(parts)))
 
     def isfile(self, *parts: str) -> bool:
-        return bool(self._fs.isfile(self.path(*parts)))
+        return bool(self._fs.isfile(self._join(parts)))
 
     def read_bytes(self, *parts: str) -> bytes:
         return self._fs.cat_file(self.path(*parts))
@@ -145,7 +161,7 @@ class LakeFS:
         """
         raw = self.read_bytes(*parts)
         try:
-            obj = json.loads(raw)
+            obj = bounded_json_loads(raw, self.url_of(*parts))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise IntegrityError(f"{self.url_of(*parts)} is not valid JSON ({exc}); run `layerlake verify`") from None
         return unseal_json(obj, self.url_of(*parts)) if verify else obj
@@ -158,7 +174,7 @@ class LakeFS:
 
     def listdir(self, *parts: str) -> list[str]:
         """Names (not paths) directly under ``parts``; empty if it does not exist."""
-        p = self.path(*parts)
+        p = self._join(parts)
         try:
             entries = self._fs.ls(p, detail=False)
         except FileNotFoundError:

@@ -20,6 +20,24 @@ them; ``collect_garbage`` decides:
 
 Deleting a shard removes its commit marker first (it disappears at once for
 readers), then its folder. Everything is computed from one listing of the lake.
+
+A running ingest is never raced, whatever the order of listings:
+
+- an ingest holds a lease on its extraction (:func:`hold_lease`: its writer
+  record under ``extractions/<eid>/leases/``, from before ``extraction.json`` is
+  written until it ends); nothing of a leased extraction is collected while the
+  lease names a live process of this host, or, from another host, while the
+  lease is younger than the grace period. Leases of dead processes are removed;
+
+- what the listing does not hold (created after it) is young, never an orphan;
+- a shard folder whose writer record (``writer.json``), or a committed shard
+  whose commit marker's ``writer``, names another live process of this host is kept
+  for as long as that process lives, however old its files; writers on other
+  hosts are protected by the grace period only;
+- right before deleting, the commit marker of an orphan is looked up again, the
+  datasets are read again (after the liveness check, so an ingest that recorded
+  its dataset and exited is seen), and an extraction is removed only if no file
+  appeared in it since the listing.
 """
 
 from __future__ import annotations
@@ -28,24 +46,32 @@ import dataclasses
 import io
 import json
 import logging
+import os
 import posixpath
+import socket
 import time
+from typing import Any, Mapping
 
 import pyarrow.parquet as pq
 
-from ..errors import SpecError
+from ..errors import LayerlakeError, SpecError
 from . import layout
 from .catalog import LakeStore
+from .fs import LakeFS, canonical_json
+from .hashing import json_hash
+from .shards import writer_record
 from .layout import EXTRACTION_ID_RE, check_dataset_name
 
 log = logging.getLogger(__name__)
 
 DEFAULT_GRACE_SECONDS = 3600.0
+#: an unreadable lease younger than this is being written, whatever the grace period
+PARTIAL_LEASE_SECONDS = 60.0
 
 
 @dataclasses.dataclass(frozen=True)
 class GCItem:
-    kind: str      # orphan-shard | unreferenced-shard | empty-extraction | stale-metric | temp-file
+    kind: str      # orphan-shard | unreferenced-shard | empty-extraction | stale-lease | stale-metric | temp-file
     path: str
     bytes: int
     reason: str
@@ -111,8 +137,11 @@ def collect_garbage(store: LakeStore, *, grace_seconds: float = DEFAULT_GRACE_SE
     young = 0
 
     def is_old(prefix: str) -> bool:
+        """Whether everything under ``prefix`` is older than the grace period (absent from the listing: no)."""
         newest = stats.newest(prefix)
         return newest is not None and now - newest >= grace_seconds
+
+    writer_alive = _LivenessCache()
 
     referenced: set[str] = set()
     linked: set[str] = set()
@@ -124,31 +153,39 @@ def collect_garbage(store: LakeStore, *, grace_seconds: float = DEFAULT_GRACE_SE
     for eid in fs.listdir(layout.EXTRACTIONS):
         base = layout.rel(layout.extraction_dir(eid))
         has_meta = fs.exists(*layout.extraction_meta(eid))
+        held, stale = _leases(store, eid, writer_alive, now, grace_seconds)
+        items.extend(stale)
+        if held:
+            young += 1   # an ingest is running on it: keep everything of the extraction
+            live_eids.add(eid)
+            continue
         committed = set(store.commit_ids(eid)) if has_meta else set()
         folders = set(fs.listdir(*layout.shards_dir(eid)))
         found: list[GCItem] = []
         spared = 0
         for sid in sorted(folders - committed):
             folder = layout.rel(layout.shard_dir(eid, sid))
-            if not is_old(folder) and stats.exists(folder):
-                spared += 1
+            if not is_old(folder) or writer_alive(_writer_record(store, layout.shard_dir(eid, sid))):
+                spared += 1   # young, created after the listing, or its writer is still running
                 continue
             found.append(GCItem("orphan-shard", folder, stats.size(folder),
                                 "shard folder without a commit marker (interrupted ingest or import)"))
         docs_of = _docs_per_shard(store, eid) if committed else {}
+        writers = {m.shard: m.writer for m in store.shard_manifests(eid)} if committed else {}
         for sid in sorted(committed):
             docs = docs_of.get(sid, set())
             if docs & referenced:
                 continue
             folder, marker = layout.rel(layout.shard_dir(eid, sid)), layout.rel(layout.commit_marker(eid, sid))
-            if not is_old(marker):
-                spared += 1
+            if not is_old(marker) or writer_alive(writers.get(sid)):
+                spared += 1   # an ingest commits its shards before it records its dataset
                 continue
             nbytes = stats.size(folder) + stats.size(marker)
             found.append(GCItem("unreferenced-shard", folder, nbytes,
                                 f"none of its {len(docs)} document(s) belongs to a dataset"))
         left = (committed | folders) - {i.path.rsplit("/", 1)[-1] for i in found}
-        if not left and not spared and eid not in linked and (is_old(base) or not stats.exists(base)):
+        if not left and not spared and eid not in linked and (is_old(base) or not stats.exists(base)) \
+                and not _live_writer_inside(store, eid, writer_alive):
             items.append(GCItem("empty-extraction", base, stats.size(base),
                                 "extraction with no shards and no dataset"))
             continue
@@ -158,10 +195,13 @@ def collect_garbage(store: LakeStore, *, grace_seconds: float = DEFAULT_GRACE_SE
             live_eids.add(eid)
 
     removed_dirs = tuple(i.path + "/" for i in items)
+    writing = None   # whether an ingest of this host is running (its atomic writes are in progress)
     for rel, (nbytes, mtime) in sorted(listing.items()):
         if not layout.is_temp(posixpath.basename(rel)) or rel.startswith(removed_dirs):
             continue
-        if mtime is not None and now - mtime >= grace_seconds:
+        if writing is None:
+            writing = _live_writer_anywhere(store, listing, writer_alive)
+        if not writing and mtime is not None and now - mtime >= grace_seconds:
             items.append(GCItem("temp-file", rel, nbytes, "temporary file of an interrupted write"))
         else:
             young += 1
@@ -177,11 +217,191 @@ def collect_garbage(store: LakeStore, *, grace_seconds: float = DEFAULT_GRACE_SE
             continue
         items.append(GCItem("stale-metric", rel, nbytes, f"cached for extraction(s) {sorted(eids)} that are gone"))
 
+    if not dry_run:
+        items, late = _recheck(store, items, listing, writer_alive)
+        young += late
     report = GCReport(dry_run=dry_run, items=items, kept_young=young, grace_seconds=grace_seconds)
     if not dry_run:
         _delete(store, items)
     log.info(report.summary())
     return report
+
+
+class _LivenessCache:
+    """Whether a writer record names another live process of this host (other hosts: unknown, so False).
+
+    This process is not counted: its own writes are done by the time it runs gc.
+    """
+
+    def __init__(self) -> None:
+        self._host = socket.gethostname()
+        self._seen: dict[int, bool] = {}
+
+    def __call__(self, record: Any) -> bool:
+        if not isinstance(record, Mapping) or record.get("host") != self._host:
+            return False
+        pid = record.get("pid")
+        if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+            return False
+        if pid not in self._seen:
+            self._seen[pid] = pid != os.getpid() and _pid_alive(pid)
+        return self._seen[pid]
+
+    def forget(self) -> None:
+        self._seen.clear()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists but not ours, or cannot tell: assume alive
+        return True
+    return True
+
+
+def _writer_record(store: LakeStore, path: tuple[str, ...]) -> Any:
+    """The ``writer.json`` of a folder (or a lease file), or None when it has none or it cannot be read."""
+    if not path[-1].endswith(".json"):
+        path = (*path, layout.WRITER_FILE)
+    try:
+        return store.fs.read_json(*path)
+    except (OSError, LayerlakeError):
+        return None
+
+
+def _live_writer_inside(store: LakeStore, eid: str, writer_alive: _LivenessCache) -> bool:
+    """Whether a folder being written in extraction ``eid`` (shard or claim in progress) has a live writer."""
+    for rel in store.fs.walk_files(*layout.extraction_dir(eid)):
+        parts = rel.split("/")
+        if parts[0] == "leases" and writer_alive(_writer_record(store, (*layout.extraction_dir(eid), *parts))):
+            return True
+        if parts[-1] == layout.WRITER_FILE and writer_alive(_writer_record(store, (*layout.extraction_dir(eid),
+                                                                                   *parts[:-1]))):
+            return True
+    return False
+
+
+def hold_lease(fs: LakeFS, eid: str) -> tuple[str, ...] | None:
+    """Record that this process writes extraction ``eid``: gc keeps the extraction until :func:`release_lease`.
+
+    Returns the lease's path parts (None on a read-only lake: nothing is written
+    there). A lease left by a process that died is removed by the next gc on its
+    host (on other hosts, after the grace period).
+    """
+    if fs.read_only:
+        return None
+    record = writer_record()
+    parts = layout.lease_file(eid, json_hash(record, 16))
+    data = canonical_json(record).encode()
+    for attempt in range(3):
+        try:   # written in place, not through a temporary file a concurrent gc could take for garbage
+            fs.write_bytes(data, *parts)
+            return parts
+        except FileNotFoundError:   # a concurrent gc removed the empty folder just created: create it again
+            if attempt == 2:
+                raise
+    return parts
+
+
+def release_lease(fs: LakeFS, parts: tuple[str, ...] | None) -> None:
+    """Remove a lease taken with :func:`hold_lease`."""
+    if parts is not None:
+        fs.rm(*parts)
+
+
+def _leases(store: LakeStore, eid: str, writer_alive: _LivenessCache, now: float,
+            grace_seconds: float) -> tuple[bool, list[GCItem]]:
+    """(whether a running ingest holds ``eid``, the leases of ingests that are gone)."""
+    fs = store.fs
+    held = False
+    stale: list[GCItem] = []
+    host = socket.gethostname()
+    for name in fs.listdir(*layout.leases_dir(eid)):
+        parts = (*layout.leases_dir(eid), name)
+        if layout.is_temp(name):
+            continue
+        try:
+            st = fs.stat(*parts)
+        except OSError:
+            continue   # removed meanwhile
+        try:
+            record = fs.read_json(*parts)
+        except (OSError, LayerlakeError):   # being written (or damaged): a lease until it is clearly old
+            if st.mtime is None or now - st.mtime < max(grace_seconds, PARTIAL_LEASE_SECONDS):
+                held = True
+            continue
+        local = isinstance(record, Mapping) and record.get("host") == host
+        if writer_alive(record) or (isinstance(record, Mapping) and record.get("pid") == os.getpid() and local):
+            held = True
+        elif local or st.mtime is not None and now - st.mtime >= grace_seconds:
+            stale.append(GCItem("stale-lease", layout.rel(parts), st.size, "lease of an ingest that is gone"))
+        else:
+            held = True   # another host's ingest: protected for the grace period
+    return held, stale
+
+
+def _live_writer_anywhere(store: LakeStore, listing: dict[str, tuple[int, float | None]],
+                          writer_alive: _LivenessCache) -> bool:
+    """Whether any shard folder (committed or not) of the listing was written by a live process of this host."""
+    for rel in listing:
+        parts = tuple(rel.split("/"))
+        if parts[0] == layout.EXTRACTIONS and parts[-1] == layout.WRITER_FILE:
+            if writer_alive(_writer_record(store, parts[:-1])):
+                return True
+    return False
+
+
+def _recheck(store: LakeStore, items: list[GCItem], listing: dict[str, tuple[int, float | None]],
+             writer_alive: _LivenessCache) -> tuple[list[GCItem], int]:
+    """Drop candidates an ingest claimed since the listing; returns (still garbage, spared)."""
+    writer_alive.forget()
+    fs = store.fs
+    keep: list[GCItem] = []
+    spared = 0
+    fresh: list[GCItem] = []
+    for item in items:
+        parts = tuple(item.path.split("/"))
+        if item.kind == "orphan-shard" and (fs.exists(*layout.commit_marker(parts[1], parts[3]))
+                                            or writer_alive(_writer_record(store, parts))):
+            spared += 1
+        elif item.kind == "unreferenced-shard" and writer_alive(_commit_writer(store, parts[1], parts[3])):
+            spared += 1
+        elif item.kind == "empty-extraction" and (
+                _live_writer_inside(store, parts[1], writer_alive)
+                or any(layout.rel((*parts, r)) not in listing for r in fs.walk_files(*parts))):
+            spared += 1
+        else:
+            fresh.append(item)
+    # datasets read after the liveness checks: an ingest that recorded its dataset and exited is seen here
+    referenced: set[str] = set()
+    linked: set[str] = set()
+    for name in store.dataset_names():
+        referenced.update(store.dataset_table(name).column("doc_hash").to_pylist())
+        linked.update(store.dataset_links(name))
+    docs_cache: dict[str, dict[str, set[str]]] = {}
+    for item in fresh:
+        parts = tuple(item.path.split("/"))
+        if item.kind == "unreferenced-shard":
+            eid = parts[1]
+            if eid not in docs_cache:
+                docs_cache[eid] = _docs_per_shard(store, eid)
+            if docs_cache[eid].get(parts[3], set()) & referenced:
+                spared += 1
+                continue
+        if item.kind == "empty-extraction" and parts[1] in linked:
+            spared += 1
+            continue
+        keep.append(item)
+    return keep, spared
+
+
+def _commit_writer(store: LakeStore, eid: str, sid: str) -> Any:
+    try:
+        return store.fs.read_json(*layout.commit_marker(eid, sid)).get("writer")
+    except (OSError, LayerlakeError, AttributeError):
+        return None
 
 
 class _Stats:
@@ -264,4 +484,4 @@ def _metric_entry_extractions(store: LakeStore, rel: str) -> set[str]:
     return set()
 
 
-__all__ = ["remove_dataset", "collect_garbage", "GCReport", "GCItem", "RemoveReport", "DEFAULT_GRACE_SECONDS"]
+__all__ = ["remove_dataset", "collect_garbage", "hold_lease", "release_lease", "GCReport", "GCItem", "RemoveReport", "DEFAULT_GRACE_SECONDS"]

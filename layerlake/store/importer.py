@@ -20,6 +20,7 @@ Any error in phase 2 removes what was written, so the target is left as it was.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import hashlib
 import io
@@ -41,10 +42,10 @@ from .catalog import FORMAT_NAME, FORMAT_VERSION, LakeStore
 from .export import EXPORT_FORMAT, EXPORT_VERSION
 from .fs import LakeFS
 from .hashing import doc_hash, extraction_id, json_hash
-from .layout import (DATASET_NAME_RE, DOCS_FILE, EXPORT_MANIFEST, LAKE_META, SHARD_ID_RE,
+from .layout import (DATASET_NAME_RE, DOCS_FILE, EXPORT_MANIFEST, HIDDEN_GROUP, LAKE_META, SHARD_ID_RE,
                      TOKENS_FILE, check_name, parse_file, safe_relpath)
 from .manifests import ExtractionManifest, ShardManifest
-from .safety import check_zarr_metadata
+from .safety import bounded_json_loads, check_array_shape, check_rows, check_zarr_metadata
 from .shards import DOCS_SCHEMA, TOKENS_SCHEMA, claim_shard_folder, commit_shard, write_shard
 from .subset import read_subset
 from .transfer import copy_file
@@ -207,14 +208,17 @@ def _check_bytes(fs: LakeFS, rel: str, data: bytes, entry: FileEntry) -> None:
 
 def _parse_json(data: bytes, where: str) -> Any:
     try:
-        return json.loads(data)
+        return bounded_json_loads(data, where)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise IntegrityError(f"{where}: not valid JSON ({exc})") from None
 
 
 def _parquet(ve: VerifiedExport, rel: str) -> pa.Table:
+    """A Parquet file of the export, its row count checked against its size before it is decoded."""
     try:
-        return pq.read_table(io.BytesIO(ve.read(rel)))
+        data = ve.read(rel)
+        check_rows(pq.read_metadata(io.BytesIO(data)).num_rows, len(data), where=ve.src.url_of(rel))
+        return pq.read_table(io.BytesIO(data))
     except (pa.ArrowException, OSError) as exc:
         raise IntegrityError(f"{ve.src.url_of(rel)}: not a readable Parquet file ({exc})") from None
 
@@ -234,6 +238,7 @@ def _check_structure(ve: VerifiedExport) -> None:
                                  f"than this layerlake supports ({FORMAT_VERSION}); upgrade layerlake")
     per_shard: dict[tuple[str, str], dict[str, int]] = {}
     commits: dict[tuple[str, str], str] = {}
+    hidden_shapes: dict[tuple[str, str], list[tuple[str, Any]]] = collections.defaultdict(list)
     eids: set[str] = set()
     for rel, entry in ve.files.items():
         f = parse_file(rel)
@@ -245,7 +250,11 @@ def _check_structure(ve: VerifiedExport) -> None:
         if f.commit:
             commits[(f.extraction or "", f.commit)] = rel
         if rel.endswith("/zarr.json"):
-            check_zarr_metadata(_parse_json(ve.read(rel), fs.url_of(rel)), where=fs.url_of(rel))
+            zmeta = _parse_json(ve.read(rel), fs.url_of(rel))
+            check_zarr_metadata(zmeta, where=fs.url_of(rel))
+            if f.shard and f.inner and f.inner.count("/") == 2 and f.inner.startswith(HIDDEN_GROUP + "/") \
+                    and zmeta.get("node_type") == "array":
+                hidden_shapes[(f.extraction or "", f.shard)].append((rel, zmeta.get("shape")))
     for key in per_shard:
         if key not in commits:
             raise IntegrityError(f"{fs.url_of(*layout.shard_dir(*key))}: shard without a commit "
@@ -272,6 +281,8 @@ def _check_structure(ve: VerifiedExport) -> None:
                 continue
             ext.shards[sid] = man = _check_commit(ve, eid, sid, _parse_json(ve.read(crel), fs.url_of(crel)),
                                                   per_shard.get((eid, sid), {}), crel)
+            for zrel, shape in hidden_shapes[(eid, sid)]:
+                check_array_shape(shape, where=fs.url_of(zrel), rows=man.n_rows, cols=man.d_model)
             docs = _parquet(ve, layout.rel(layout.shard_file(eid, sid, DOCS_FILE)))
             if not set(DOCS_SCHEMA.names) <= set(docs.column_names):
                 raise IntegrityError(f"{fs.url_of(*layout.shard_file(eid, sid, DOCS_FILE))}: columns "

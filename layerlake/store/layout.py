@@ -9,6 +9,7 @@
     extractions/<eid>/shards/<sid>/              writer.json, docs.parquet, tokens.parquet,
                                                  hidden.zarr/layer_<l>, jacobian.zarr/<key>/layer_<l>/<name>
     extractions/<eid>/.tmp-*                     a shard folder being claimed (renamed into shards/)
+    extractions/<eid>/leases/<key>.json          an ingest is running (its writer record): gc keeps the extraction
     datasets/<name>/docs.parquet                 the dataset's documents, in order
     datasets/<name>/links/<eid>.json             the dataset was ingested into extraction <eid>
     metrics/<eid>/<key>.parquet                  one cached metric unit
@@ -99,6 +100,14 @@ def commit_marker(eid: str, sid: str) -> Parts:
 def commit_ids(names: list[str]) -> list[str]:
     """Shard ids from the names listed in a ``commits/`` folder (temporary files skipped)."""
     return [n[:-5] for n in names if n.endswith(".json") and not is_temp(n)]
+
+
+def leases_dir(eid: str) -> Parts:
+    return (EXTRACTIONS, eid, "leases")
+
+
+def lease_file(eid: str, key: str) -> Parts:
+    return (EXTRACTIONS, eid, "leases", f"{key}.json")
 
 
 def shards_dir(eid: str) -> Parts:
@@ -221,17 +230,17 @@ def safe_relpath(path: Any, *, where: str = "manifest") -> str:
     drive letters, hidden files and anything deeper than :data:`MAX_DEPTH`.
     """
     if not isinstance(path, str) or not path:
-        raise IntegrityError(f"{where}: path {path!r} is not a non-empty string; refusing the import")
+        raise IntegrityError(f"{where}: path {path!r} is not a non-empty string; refusing to use it")
     if path.startswith("/") or "\\" in path or ":" in path.split("/")[0]:
-        raise IntegrityError(f"{where}: path {path!r} is absolute or not POSIX; refusing the import")
+        raise IntegrityError(f"{where}: path {path!r} is absolute or not POSIX; refusing to use it")
     parts = path.split("/")
     if len(parts) > MAX_DEPTH:
-        raise IntegrityError(f"{where}: path {path!r} is deeper than {MAX_DEPTH} levels; refusing the import")
+        raise IntegrityError(f"{where}: path {path!r} is deeper than {MAX_DEPTH} levels; refusing to use it")
     for part in parts:
         if part in ("", ".", "..") or not COMPONENT_RE.match(part):
             raise IntegrityError(
                 f"{where}: path {path!r} has an unsafe component {part!r} (allowed: letters, digits, '.', '_', '-', "
-                "not starting with '.'); refusing the import")
+                "not starting with '.'); refusing to use it")
     return path
 
 

@@ -2,6 +2,12 @@
 
 ``verify_lake`` returns a list of problems (empty = healthy); each names the
 file and what is wrong. Zarr chunks are decoded, which validates their crc32c.
+A hostile lake is checked with the rules reads apply (:mod:`.safety`), before
+anything is decoded: every path a commit marker lists is a safe relative path,
+no entry of a shard or dataset folder is a symbolic link or special file, every
+``zarr.json`` uses the allowed codecs and data types and a shape within the
+bounds and equal to the commit marker's, and the tokens and docs tables have
+the shard schemas and the marker's row count.
 """
 
 from __future__ import annotations
@@ -10,6 +16,8 @@ import dataclasses
 from typing import Any, Callable
 
 import crc32c
+import pyarrow as pa
+import pyarrow.parquet as pq
 import zarr
 
 from ..errors import LayerlakeError
@@ -17,9 +25,11 @@ from . import layout
 from .arrays import damaged_chunks, open_group
 from .catalog import LakeStore
 from .hashing import doc_hash
-from .layout import HIDDEN_GROUP, JACOBIAN_GROUP, WRITER_FILE
+from .layout import DOCS_FILE, HIDDEN_GROUP, JACOBIAN_GROUP, TOKENS_FILE, WRITER_FILE, safe_relpath
 from .manifests import ExtractionManifest, ShardManifest
+from .safety import bounded_json_loads, check_array, check_array_shape, check_zarr_metadata
 from .sealed import read_sealed
+from .shards import DOCS_SCHEMA, TOKENS_SCHEMA
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,7 +73,12 @@ def verify_lake(store: LakeStore, *, deep: bool = True,
             except (LayerlakeError, OSError) as exc:
                 problems.append(Problem(fs.url_of(*layout.commit_marker(eid, sid)), f"unreadable commit marker: {exc}"))
                 continue
-            problems.extend(_verify_shard(store, eid, sid, man, deep))
+            unsafe = _unsafe_paths(store, eid, sid, man)
+            if unsafe:   # nothing of this shard is opened
+                problems.extend(unsafe)
+            else:
+                bad_meta = _untrusted_metadata(store, eid, sid, man)
+                problems.extend(bad_meta + _verify_shard(store, eid, sid, man, deep, decode=not bad_meta))
             if on_shard:
                 on_shard(sid)
         for sid in shard_dirs:
@@ -72,6 +87,10 @@ def verify_lake(store: LakeStore, *, deep: bool = True,
                                         "shard without a commit marker (orphan from an interrupted ingest; "
                                         "`layerlake gc` removes it)"))
     for name in store.dataset_names():
+        outside = _special(fs, layout.dataset_dir(name))
+        if outside:
+            problems.extend(outside)
+            continue
         try:
             table = store.dataset_table(name)
         except Exception as exc:  # any read failure is a problem to report
@@ -138,7 +157,8 @@ def _verify_metric_cache(store: LakeStore) -> list[Problem]:
     return out
 
 
-def _verify_shard(store: LakeStore, eid: str, sid: str, man: ShardManifest, deep: bool) -> list[Problem]:
+def _verify_shard(store: LakeStore, eid: str, sid: str, man: ShardManifest, deep: bool, *,
+                  decode: bool = True) -> list[Problem]:
     fs = store.fs
     base = layout.shard_dir(eid, sid)
     out: list[Problem] = []
@@ -157,11 +177,74 @@ def _verify_shard(store: LakeStore, eid: str, sid: str, man: ShardManifest, deep
     for rel in on_disk:
         if rel not in man.files and rel != WRITER_FILE:  # the writer record is not shard data
             out.append(Problem(fs.url_of(*base, rel), "file not listed in the commit marker (orphan)"))
-    if deep and not out:
+    if deep and decode and not out:
         for group_name in (HIDDEN_GROUP, JACOBIAN_GROUP):
             if any(r.startswith(group_name + "/") for r in on_disk):
                 out.extend(_verify_group(fs, base, group_name))
     return out
+
+
+def _special(fs: Any, folder: tuple[str, ...]) -> list[Problem]:
+    """Symbolic links, special files and anything resolving outside the lake under ``folder``."""
+    return [Problem(path, f"{why}; a lake holds plain files only (refusing to read it)")
+            for path, why in fs.special_entries(*folder)]
+
+
+def _unsafe_paths(store: LakeStore, eid: str, sid: str, man: ShardManifest) -> list[Problem]:
+    """Paths of the commit marker that are not safe relative paths, and links or special files in the shard."""
+    fs = store.fs
+    marker = fs.url_of(*layout.commit_marker(eid, sid))
+    out: list[Problem] = []
+    for rel in man.files:
+        try:
+            safe_relpath(rel, where=marker)
+        except LayerlakeError as exc:
+            out.append(Problem(marker, str(exc)))
+    return out + _special(fs, layout.shard_dir(eid, sid))
+
+
+def _untrusted_metadata(store: LakeStore, eid: str, sid: str, man: ShardManifest) -> list[Problem]:
+    """The checks reads apply before decoding: Zarr codecs, data types, bounds and shapes; table schemas."""
+    fs = store.fs
+    base = layout.shard_dir(eid, sid)
+    out: list[Problem] = []
+    for rel in man.files:
+        where = fs.url_of(*base, rel)
+        try:
+            if rel.endswith("zarr.json"):
+                meta = bounded_json_loads(fs.read_bytes(*base, rel), where)
+                check_zarr_metadata(meta, where=where)
+                parts = rel.split("/")
+                if parts[0] == HIDDEN_GROUP and len(parts) == 3 and meta.get("node_type") == "array":
+                    check_array_shape(meta.get("shape"), where=where, rows=man.n_rows, cols=man.d_model)
+            elif rel in (DOCS_FILE, TOKENS_FILE):
+                out += _check_table(fs, base, rel, man)
+        except FileNotFoundError:
+            continue   # reported as missing by _verify_shard
+        except LayerlakeError as exc:
+            out.append(Problem(where, str(exc)))
+        except ValueError as exc:  # json.JSONDecodeError
+            out.append(Problem(where, f"not valid JSON ({exc})"))
+    return out
+
+
+def _check_table(fs: Any, base: tuple[str, ...], rel: str, man: ShardManifest) -> list[Problem]:
+    """The docs/tokens table has the shard schema, and the tokens table the commit marker's row count."""
+    where = fs.url_of(*base, rel)
+    try:
+        with fs.open(*base, rel) as fh:
+            meta = pq.ParquetFile(fh).metadata
+            schema = meta.schema.to_arrow_schema()
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        return [Problem(where, f"not a readable Parquet file ({type(exc).__name__}: {exc})")]
+    want = DOCS_SCHEMA if rel == DOCS_FILE else TOKENS_SCHEMA
+    got = pa.schema([schema.field(n) for n in schema.names])
+    if [(f.name, f.type) for f in got] != [(f.name, f.type) for f in want]:
+        return [Problem(where, f"schema {[(f.name, str(f.type)) for f in got]} is not the shard schema "
+                               f"{[(f.name, str(f.type)) for f in want]}")]
+    if rel == TOKENS_FILE and meta.num_rows != man.n_rows:
+        return [Problem(where, f"{meta.num_rows} rows, the commit marker says {man.n_rows}")]
+    return []
 
 
 def _verify_group(fs: Any, base: tuple[str, ...], group_name: str) -> list[Problem]:
@@ -174,6 +257,7 @@ def _verify_group(fs: Any, base: tuple[str, ...], group_name: str) -> list[Probl
         return [Problem(fs.url_of(*base, group_name), f"cannot open: {type(exc).__name__}: {exc}")]
     for path, arr in arrays:
         try:
+            check_array(arr, where=fs.url_of(*base, group_name, path))
             bad = damaged_chunks(arr)
         except Exception as exc:
             out.append(Problem(fs.url_of(*base, group_name, path), f"cannot read: {type(exc).__name__}: {exc}"))

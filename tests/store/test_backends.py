@@ -224,8 +224,11 @@ class TestLocal(BackendContract):
         fs.write_bytes_atomic(b"1", "p", "q.bin")
         outside = tmp_path / "outside.bin"
         outside.write_bytes(b"secret")
-        os.symlink(outside, fs.path("p", "link.bin"))
-        assert fs.special_entries() == [(fs.path("p", "link.bin"), "is a symbolic link")]
+        link = os.path.join(fs.root, "p", "link.bin")
+        os.symlink(outside, link)
+        assert fs.special_entries() == [(link, "is a symbolic link")]
+        with pytest.raises(IntegrityError, match="outside the lake folder"):   # never read through the link
+            fs.read_bytes("p", "link.bin")
 
     def test_contains_local_spellings(self, fs: LakeFS) -> None:
         assert fs.contains("file://" + fs.path("x.parquet"))
