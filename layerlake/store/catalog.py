@@ -317,7 +317,7 @@ class LakeStore:
         cached = self._tables.get(name)
         if cached is not None and cached[0] == stamp and stamp.version is not None:
             return cached[1]
-        table = read_sealed(self.fs, *parts, required=False)
+        table = read_sealed(self.fs, *parts, required=False, distinct_rows=True)
         self._tables[name] = (stamp, table)
         return table
 

@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from ..errors import IntegrityError
 from .fs import LakeFS
+from .safety import check_rows
 
 #: the schema-metadata key holding a sealed table's content crc32c (decimal)
 CONTENT_KEY = b"layerlake.content_crc32c"
@@ -79,11 +80,12 @@ def sealed_parquet(table: pa.Table) -> bytes:
     return buf.getvalue()
 
 
-def read_sealed(fs: LakeFS, *parts: str, required: bool = True) -> pa.Table:
+def read_sealed(fs: LakeFS, *parts: str, required: bool = True, distinct_rows: bool = False) -> pa.Table:
     """A sealed table, checked; IntegrityError naming the file if it is missing, undecodable or changed.
 
     A file without the checksum (written before tables were sealed) is returned
-    unchecked unless ``required``. The checksum key is removed from the result.
+    unchecked unless ``required``. The checksum key is removed from the result. ``distinct_rows``: each row
+    holds a distinct document hash, so a row count the file's size cannot hold is refused before decoding.
     """
     url = fs.url_of(*parts)
     try:
@@ -91,6 +93,8 @@ def read_sealed(fs: LakeFS, *parts: str, required: bool = True) -> pa.Table:
     except FileNotFoundError:
         raise IntegrityError(f"{url} is missing; run `layerlake verify`") from None
     try:
+        if distinct_rows:
+            check_rows(pq.ParquetFile(pa.BufferReader(data)).metadata.num_rows, len(data), where=url)
         table = pq.read_table(pa.BufferReader(data))
     except (pa.ArrowException, ValueError, OSError) as exc:  # bytes in memory: any failure is damage
         raise IntegrityError(f"cannot read {url}: {type(exc).__name__}: {exc}; the file is damaged or truncated — "

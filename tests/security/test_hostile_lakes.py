@@ -18,6 +18,7 @@ import pytest
 import layerlake as ll
 from layerlake.cli import main
 from layerlake.errors import IntegrityError
+from layerlake.store import seal_json
 
 from tests.store.lakes import EID, synthetic_lake, texts
 
@@ -43,7 +44,7 @@ def _rewrite(root: Path, rel_in_shard: str, data: bytes, marker: Path | None = N
     (root / "extractions" / EID / "shards" / sid / rel_in_shard).write_bytes(data)
     obj = json.loads(marker.read_text())
     obj["files"][rel_in_shard] = {"size": len(data), "crc32c": crc32c.crc32c(data)}
-    marker.write_text(json.dumps(obj))
+    marker.write_text(json.dumps(seal_json(obj)))  # a crafted lake carries valid checksums
 
 
 def _one_line_refusal(args: list[str], capsys: pytest.CaptureFixture[str], match: str) -> None:
@@ -61,7 +62,7 @@ def test_commit_marker_path_leaving_the_lake_is_refused_by_export(lake_dir: Path
     marker = _marker(lake_dir)
     obj = json.loads(marker.read_text())
     obj["files"]["../../../../secret.txt"] = {"size": 10}
-    marker.write_text(json.dumps(obj))
+    marker.write_text(json.dumps(seal_json(obj)))  # a crafted lake carries valid checksums
     before, outside = _tree(lake_dir), sorted(p.name for p in tmp_path.iterdir())
     _one_line_refusal(["export", "--lake", str(lake_dir), "--dataset", "wiki", "--out", str(tmp_path / "out")],
                       capsys, "not a relative path inside the shard")
@@ -180,3 +181,17 @@ def test_many_rows_in_a_small_dataset_table_are_refused_by_import(lake_dir: Path
     with pytest.raises(IntegrityError, match="claims 20,000,000 rows"):
         ll.import_lake(exp, tmp_path / "target")
     assert not (tmp_path / "target").exists()
+
+
+def test_many_rows_in_a_small_dataset_table_are_refused_on_every_read(lake_dir: Path, tmp_path: Path) -> None:
+    n = 20_000_000
+    hashes = pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int8)), pa.array(["0" * 32]))
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.table({"doc_hash": hashes}), sink, compression="zstd")
+    (lake_dir / "datasets" / "wiki" / "docs.parquet").write_bytes(sink.getvalue().to_pybytes())
+    lake = ll.Lake(lake_dir, mode="r")
+    for read in (lambda: lake.read_vectors("wiki"), lambda: lake.export("wiki", tmp_path / "o"),
+                 lambda: lake.sql("SELECT count(*) FROM datasets").pl()):
+        with pytest.raises(IntegrityError, match="claims 20,000,000 rows"):
+            read()
+    assert not (tmp_path / "o").exists()
