@@ -70,10 +70,14 @@ def _file_stamp(store: LakeStore, *parts: str) -> tuple[Any, ...]:
 
 
 def metric_files(store: LakeStore) -> dict[str, int]:
-    """``metrics/**/*.parquet`` (relative path -> size); temporary files are skipped."""
+    """The metric cache's entries ``<eid>/<key>.parquet`` (relative to ``metrics/``) -> size.
+
+    Only files the cache writes count (layout.metric_file_extraction); anything else under
+    ``metrics/`` is not part of the cache and is not read.
+    """
     files = store.fs.walk_files(*layout.metrics_dir())
-    return {rel: size for rel, size in files.items()
-            if rel.endswith(".parquet") and not any(p.startswith(".") for p in rel.split("/"))}
+    base = layout.rel(layout.metrics_dir())
+    return {rel: size for rel, size in files.items() if layout.metric_file_extraction(f"{base}/{rel}")}
 
 
 class Snapshot:

@@ -15,7 +15,7 @@ a few milliseconds.
                  metadata column named ``dataset`` shows as ``meta_dataset``
 ``docs``         extraction, shard, doc_hash, window, char_offset, n_tokens, row_start, truncated, layers
 ``tokens``       extraction, doc_hash, window, position, token_id, token, nll, shard, row: one row per stored token
-``metrics``      the metric cache (``<lake>/metrics/**/*.parquet``), empty with its schema until filled
+``metrics``      the metric cache (its entries ``<lake>/metrics/<eid>/<key>.parquet``, each checked), empty until filled
 ``vectors``      extraction, model, layer, doc_hash, window, position, token_id, token, nll, shard, row, norm, vec:
                  one row per stored token and layer; ``vec`` is ``FLOAT[d_model]``
 ``dataset_vectors``  dataset, ordinal + the columns of ``vectors``: one row per token of each dataset document

@@ -8,10 +8,10 @@ from pathlib import Path
 import duckdb
 import polars as pl
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 import layerlake as ll
+from layerlake.queries import metric_cache
 from layerlake.queries import sql as sqlmod
 
 RELATIONS = ["extractions", "datasets", "docs", "tokens", "metrics", "vectors", "dataset_vectors"]
@@ -99,12 +99,15 @@ def test_refresh_sees_new_commits_and_reuses_the_relations(plake, tmp_path, tiny
 def test_metric_files_appear(plake, tmp_path):
     lake = _copy_lake(plake, tmp_path / "lake")
     assert lake.sql("SELECT count(*) FROM metrics").fetchall() == [(0,)]
-    out = Path(lake.store.fs.root) / "metrics" / "prompt_entropy" / "x.parquet"
-    out.parent.mkdir(parents=True)
-    pq.write_table(pa.table({"extraction": ["e"], "model": ["m"], "dataset": ["a"], "metric": ["prompt_entropy"],
-                             "version": ["1"], "params": ['{"alpha":1.0}'], "layer": pa.array([3], pa.int32()),
-                             "layer2": pa.array([None], pa.int32()), "doc_hash": pa.array([None], pa.string()),
-                             "value": [0.5], "n": [10], "computed_at": ["2026-01-01T00:00:00+00:00"]}), out)
+    foreign = Path(lake.store.fs.root) / "metrics" / "prompt_entropy" / "x.parquet"  # not a cache entry: not read
+    foreign.parent.mkdir(parents=True)
+    foreign.write_bytes(b"not parquet")
+    eid = lake.sql("SELECT extraction FROM docs LIMIT 1").fetchall()[0][0]
+    metric_cache.write_unit(lake.store, eid, "0" * 32, pa.table({
+        "extraction": [eid], "model": ["m"], "dataset": ["a"], "metric": ["prompt_entropy"], "version": ["1"],
+        "params": ['{"alpha":1.0}'], "layer": pa.array([3], pa.int32()), "layer2": pa.array([None], pa.int32()),
+        "doc_hash": pa.array([None], pa.string()), "value": [0.5], "n": [10],
+        "computed_at": ["2026-01-01T00:00:00+00:00"]}))
     assert lake.sql("SELECT metric, layer, value FROM metrics").fetchall() == [("prompt_entropy", 3, 0.5)]
 
 

@@ -15,7 +15,7 @@ import layerlake as ll
 from layerlake.queries.sandbox import SqlLimits
 from layerlake.queries.sql import SqlResult
 from layerlake.errors import QueryTimeoutError
-from layerlake.store import doc_hash, layout, read_parquet
+from layerlake.store import doc_hash, layout
 from tests.store.lakes import EID, synthetic_lake, texts
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,7 +53,7 @@ def test_tokens_match_the_store_and_are_checked_per_shard(slake: ll.Lake) -> Non
     got = slake.sql('SELECT doc_hash, position, nll FROM tokens ORDER BY doc_hash, position').fetchall()
     want = []
     for sid in slake.store.commit_ids(EID):
-        t = read_parquet(slake.store.fs, *layout.shard_file(EID, sid, layout.TOKENS_FILE))
+        t = slake.store.shard_table(EID, sid, layout.TOKENS_FILE)
         want += list(zip(t.column("doc_hash").to_pylist(), t.column("position").to_pylist(),
                          t.column("nll").to_pylist()))
     assert sorted(got, key=lambda r: (r[0], r[1])) == sorted(want, key=lambda r: (r[0], r[1]))
