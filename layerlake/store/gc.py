@@ -287,8 +287,9 @@ def hold_lease(fs: LakeFS, eid: str) -> tuple[str, ...] | None:
     """Record that this process writes extraction ``eid``: gc keeps the extraction until :func:`release_lease`.
 
     Returns the lease's path parts (None on a read-only lake: nothing is written
-    there). A lease left by a process that died is removed by the next gc on its
-    host (on other hosts, after the grace period).
+    there). Leases that dead processes of this host left on ``eid`` (a killed
+    ingest being resumed) are removed here; elsewhere gc removes them, on other
+    hosts after the grace period.
     """
     if fs.read_only:
         return None
@@ -298,11 +299,34 @@ def hold_lease(fs: LakeFS, eid: str) -> tuple[str, ...] | None:
     for attempt in range(3):
         try:   # written in place, not through a temporary file a concurrent gc could take for garbage
             fs.write_bytes(data, *parts)
-            return parts
+            break
         except FileNotFoundError:   # a concurrent gc removed the empty folder just created: create it again
             if attempt == 2:
                 raise
+    _remove_dead_local_leases(fs, eid, keep=parts[-1])
     return parts
+
+
+def _remove_dead_local_leases(fs: LakeFS, eid: str, keep: str) -> None:
+    """Remove the leases on ``eid`` whose writer is a process of this host that no longer runs."""
+    host = socket.gethostname()
+    for name in fs.listdir(*layout.leases_dir(eid)):
+        if name == keep or layout.is_temp(name):
+            continue
+        parts = (*layout.leases_dir(eid), name)
+        try:
+            record = fs.read_json(*parts)
+        except (OSError, LayerlakeError):   # being written, or damaged: gc decides once it is old
+            continue
+        if not isinstance(record, Mapping):
+            continue
+        pid = record.get("pid")
+        if (record.get("host") == host and isinstance(pid, int) and not isinstance(pid, bool) and pid > 0
+                and pid != os.getpid() and not _pid_alive(pid)):
+            try:
+                fs.rm(*parts)
+            except FileNotFoundError:   # a concurrent gc removed it first
+                pass
 
 
 def release_lease(fs: LakeFS, parts: tuple[str, ...] | None) -> None:
