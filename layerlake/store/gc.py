@@ -150,6 +150,7 @@ def collect_garbage(store: LakeStore, *, grace_seconds: float = DEFAULT_GRACE_SE
         linked.update(store.dataset_links(name))
 
     live_eids: set[str] = set()
+    held_dirs: list[str] = []   # extractions an ingest is writing: their temporary files are its own
     for eid in fs.listdir(layout.EXTRACTIONS):
         base = layout.rel(layout.extraction_dir(eid))
         has_meta = fs.exists(*layout.extraction_meta(eid))
@@ -158,6 +159,7 @@ def collect_garbage(store: LakeStore, *, grace_seconds: float = DEFAULT_GRACE_SE
         if held:
             young += 1   # an ingest is running on it: keep everything of the extraction
             live_eids.add(eid)
+            held_dirs.append(base + "/")
             continue
         committed = set(store.commit_ids(eid)) if has_meta else set()
         folders = set(fs.listdir(*layout.shards_dir(eid)))
@@ -198,6 +200,9 @@ def collect_garbage(store: LakeStore, *, grace_seconds: float = DEFAULT_GRACE_SE
     writing = None   # whether an ingest of this host is running (its atomic writes are in progress)
     for rel, (nbytes, mtime) in sorted(listing.items()):
         if not layout.is_temp(posixpath.basename(rel)) or rel.startswith(removed_dirs):
+            continue
+        if rel.startswith(tuple(held_dirs)):
+            young += 1
             continue
         if writing is None:
             writing = _live_writer_anywhere(store, listing, writer_alive)
@@ -273,12 +278,12 @@ def _writer_record(store: LakeStore, path: tuple[str, ...]) -> Any:
 
 def _live_writer_inside(store: LakeStore, eid: str, writer_alive: _LivenessCache) -> bool:
     """Whether a folder being written in extraction ``eid`` (shard or claim in progress) has a live writer."""
-    for rel in store.fs.walk_files(*layout.extraction_dir(eid)):
-        parts = rel.split("/")
-        if parts[0] == "leases" and writer_alive(_writer_record(store, (*layout.extraction_dir(eid), *parts))):
+    base = layout.extraction_dir(eid)
+    for rel in store.fs.walk_files(*base):
+        parts = (*base, *rel.split("/"))
+        if parts[:-1] == layout.leases_dir(eid) and writer_alive(_writer_record(store, parts)):
             return True
-        if parts[-1] == layout.WRITER_FILE and writer_alive(_writer_record(store, (*layout.extraction_dir(eid),
-                                                                                   *parts[:-1]))):
+        if parts[-1] == layout.WRITER_FILE and writer_alive(_writer_record(store, parts[:-1])):
             return True
     return False
 
@@ -368,12 +373,15 @@ def _leases(store: LakeStore, eid: str, writer_alive: _LivenessCache, now: float
 
 def _live_writer_anywhere(store: LakeStore, listing: dict[str, tuple[int, float | None]],
                           writer_alive: _LivenessCache) -> bool:
-    """Whether any shard folder (committed or not) of the listing was written by a live process of this host."""
+    """Whether an ingest lease or a shard folder (committed or not) of the listing names a live process of this host."""
     for rel in listing:
         parts = tuple(rel.split("/"))
-        if parts[0] == layout.EXTRACTIONS and parts[-1] == layout.WRITER_FILE:
-            if writer_alive(_writer_record(store, parts[:-1])):
-                return True
+        if parts[0] != layout.EXTRACTIONS:
+            continue
+        if parts[-1] == layout.WRITER_FILE and writer_alive(_writer_record(store, parts[:-1])):
+            return True
+        if len(parts) == 4 and parts[:3] == layout.leases_dir(parts[1]) and writer_alive(_writer_record(store, parts)):
+            return True
     return False
 
 

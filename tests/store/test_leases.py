@@ -51,3 +51,23 @@ def test_a_resumed_ingest_removes_the_lease_of_the_killed_one(tmp_path: Path) ->
     assert parts is not None and tmp_path.joinpath(*parts).is_file()
     assert not dead.exists()
     assert alive.exists() and remote.exists() and partial.exists()   # live, other host's, unreadable: kept
+
+
+def test_gc_keeps_the_temporary_files_of_a_leased_extraction(tmp_path: Path) -> None:
+    """An ingest writes ``extraction.json`` through a temporary file before any shard exists."""
+    import layerlake as ll
+    from layerlake.store import LakeStore, collect_garbage
+
+    ll.Lake(tmp_path, mode="a")
+    owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        write_lease(tmp_path, "owner.json", {"host": socket.gethostname(), "pid": owner.pid, "started": "x"})
+        temp = tmp_path.joinpath(*layout.extraction_dir(EID), layout.TMP_PREFIX + "extraction")
+        temp.write_text("{}")
+        report = collect_garbage(LakeStore(tmp_path, mode="a"), grace_seconds=0)
+        assert report.items == [] and temp.exists()
+    finally:
+        owner.kill()
+        owner.wait()
+    kinds = sorted(i.kind for i in collect_garbage(LakeStore(tmp_path, mode="a"), grace_seconds=0).items)
+    assert not temp.exists() and "stale-lease" in kinds   # the owner is gone: both are garbage now
