@@ -366,9 +366,22 @@ def _remove_partial(lake: LakeFS, base: tuple[str, ...]) -> None:
         log.warning("could not remove partial shard %s: %s", "/".join(base), cleanup_exc)
 
 
+_last_shard_time: list[_dt.datetime] = []
+
+
 def new_shard_id(lake: LakeFS) -> str:
-    now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
-    return f"{now}-{lake.new_id()[:10]}"
+    """A new shard id: UTC time to the microsecond, then random; later shards of one process sort later.
+
+    The smallest id serves a (document, layer) that several shards hold (see
+    :mod:`.placement`), so the time prefix makes an earlier shard win over a
+    later one. Ids of format 1.0 lakes (time to the second) sort before any
+    id of the same second written since.
+    """
+    now = _dt.datetime.now(_dt.timezone.utc)
+    if _last_shard_time and now <= _last_shard_time[0]:   # the clock did not advance: stay in order
+        now = _last_shard_time[0] + _dt.timedelta(microseconds=1)
+    _last_shard_time[:] = [now]
+    return f"{now.strftime('%Y%m%dT%H%M%S%f')}-{lake.new_id()[:10]}"
 
 
 def _parquet_bytes(table: pa.Table) -> bytes:

@@ -106,3 +106,15 @@ def test_every_reader_uses_the_serving_shard(twice: ll.Lake, tmp_path: Path) -> 
     lake.export("wiki", out, layers=[1])
     exported = ll.Lake(out)
     np.testing.assert_array_equal(exported.read_vectors("wiki", layers=1), want)
+
+
+def test_shard_ids_sort_in_creation_order(tmp_path) -> None:
+    """Shards written one after another within a second: the earlier one serves (the smallest id)."""
+    from layerlake.store import LakeFS, layout
+    from layerlake.store.shards import new_shard_id
+
+    fs = LakeFS(tmp_path)
+    ids = [new_shard_id(fs) for _ in range(500)]
+    assert all(layout.SHARD_ID_RE.match(i) for i in ids)
+    assert [serving_shard(ids[i:]) for i in range(0, 500, 50)] == ids[0:500:50]
+    assert serving_shard([ids[0], ids[0][:15] + "-ffffffffff"]) == ids[0][:15] + "-ffffffffff"   # a format 1.0 id
