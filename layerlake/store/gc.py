@@ -198,10 +198,11 @@ def collect_garbage(store: LakeStore, *, grace_seconds: float = DEFAULT_GRACE_SE
 
     removed_dirs = tuple(i.path + "/" for i in items)
     writing = None   # whether an ingest of this host is running (its atomic writes are in progress)
+    held_prefixes = tuple(held_dirs)
     for rel, (nbytes, mtime) in sorted(listing.items()):
         if not layout.is_temp(posixpath.basename(rel)) or rel.startswith(removed_dirs):
             continue
-        if rel.startswith(tuple(held_dirs)):
+        if rel.startswith(held_prefixes):
             young += 1
             continue
         if writing is None:
@@ -314,7 +315,7 @@ def hold_lease(fs: LakeFS, eid: str) -> tuple[str, ...] | None:
 
 def _remove_dead_local_leases(fs: LakeFS, eid: str, keep: str) -> None:
     """Remove the leases on ``eid`` whose writer is a process of this host that no longer runs."""
-    host = socket.gethostname()
+    host, writer_alive = socket.gethostname(), _LivenessCache()
     for name in fs.listdir(*layout.leases_dir(eid)):
         if name == keep or layout.is_temp(name):
             continue
@@ -323,11 +324,8 @@ def _remove_dead_local_leases(fs: LakeFS, eid: str, keep: str) -> None:
             record = fs.read_json(*parts)
         except (OSError, LayerlakeError):   # being written, or damaged: gc decides once it is old
             continue
-        if not isinstance(record, Mapping):
-            continue
-        pid = record.get("pid")
-        if (record.get("host") == host and isinstance(pid, int) and not isinstance(pid, bool) and pid > 0
-                and pid != os.getpid() and not _pid_alive(pid)):
+        if isinstance(record, Mapping) and record.get("host") == host and record.get("pid") != os.getpid() \
+                and not writer_alive(record):
             try:
                 fs.rm(*parts)
             except FileNotFoundError:   # a concurrent gc removed it first
@@ -373,14 +371,15 @@ def _leases(store: LakeStore, eid: str, writer_alive: _LivenessCache, now: float
 
 def _live_writer_anywhere(store: LakeStore, listing: dict[str, tuple[int, float | None]],
                           writer_alive: _LivenessCache) -> bool:
-    """Whether an ingest lease or a shard folder (committed or not) of the listing names a live process of this host."""
+    """Whether an ingest lease or a shard folder (committed or not) of the listing names a live local process."""
     for rel in listing:
         parts = tuple(rel.split("/"))
         if parts[0] != layout.EXTRACTIONS:
             continue
         if parts[-1] == layout.WRITER_FILE and writer_alive(_writer_record(store, parts[:-1])):
             return True
-        if len(parts) == 4 and parts[:3] == layout.leases_dir(parts[1]) and writer_alive(_writer_record(store, parts)):
+        is_lease = len(parts) == 4 and parts[:3] == layout.leases_dir(parts[1])
+        if is_lease and writer_alive(_writer_record(store, parts)):
             return True
     return False
 
